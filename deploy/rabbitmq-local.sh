@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# A project-local RabbitMQ node: its own data dir, ports and Erlang cookie, so it never
+# touches a system RabbitMQ. Used by `make run` and by the test harness; runnable by hand.
+#
+#   deploy/rabbitmq-local.sh install   # apt-get install rabbitmq-server (when root and missing)
+#   deploy/rabbitmq-local.sh start     # start the node in the background and wait until it serves
+#   deploy/rabbitmq-local.sh stop      # stop it (graceful)
+#   deploy/rabbitmq-local.sh status    # exit 0 when the node runs
+#   deploy/rabbitmq-local.sh url       # print the AMQP URL of the node
+#
+# Settings (environment): RABBITMQ_LOCAL_DIR (default var/rabbitmq), RABBITMQ_LOCAL_PORT
+# (AMQP, default 5673), RABBITMQ_LOCAL_DIST_PORT (default AMQP+20000),
+# RABBITMQ_LOCAL_EPMD_PORT (default 4370), RABBITMQ_LOCAL_NODENAME (default gateway-dev).
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(dirname "$here")
+dir=${RABBITMQ_LOCAL_DIR:-$root/var/rabbitmq}
+port=${RABBITMQ_LOCAL_PORT:-5673}
+dist_port=${RABBITMQ_LOCAL_DIST_PORT:-$((port + 20000))}
+epmd_port=${RABBITMQ_LOCAL_EPMD_PORT:-4370}
+name=${RABBITMQ_LOCAL_NODENAME:-gateway-dev}
+bin=/usr/lib/rabbitmq/bin
+
+# Debian's /usr/sbin wrappers switch root to the rabbitmq user, who cannot read a
+# root-owned data dir; the scripts in /usr/lib/rabbitmq/bin run as the caller.
+node_env() {
+    mkdir -p "$dir/mnesia" "$dir/log"
+    [ -f "$dir/enabled_plugins" ] || echo '[].' >"$dir/enabled_plugins"
+    [ -f "$dir/rabbitmq.conf" ] || cat >"$dir/rabbitmq.conf" <<CONF
+listeners.tcp.1 = 127.0.0.1:$port
+loopback_users.guest = true
+log.console = false
+log.file.level = warning
+CONF
+    export HOME=$dir   # the Erlang cookie lives here, shared by server and rabbitmqctl
+    export RABBITMQ_NODENAME=$name@localhost
+    export RABBITMQ_NODE_IP_ADDRESS=127.0.0.1
+    export RABBITMQ_NODE_PORT=$port
+    export RABBITMQ_DIST_PORT=$dist_port
+    export ERL_EPMD_PORT=$epmd_port
+    export ERL_EPMD_ADDRESS=127.0.0.1
+    export RABBITMQ_MNESIA_BASE=$dir/mnesia
+    export RABBITMQ_LOG_BASE=$dir/log
+    export RABBITMQ_PID_FILE=$dir/rabbitmq.pid
+    export RABBITMQ_CONFIG_FILE=$dir/rabbitmq.conf
+    export RABBITMQ_ADVANCED_CONFIG_FILE=$dir/advanced.config
+    export RABBITMQ_ENABLED_PLUGINS_FILE=$dir/enabled_plugins
+    export RABBITMQ_CONF_ENV_FILE=$dir/rabbitmq-env.conf
+}
+
+install() {
+    [ -x "$bin/rabbitmq-server" ] && return 0
+    if [ "$(id -u)" != 0 ]; then
+        echo "rabbitmq-server is not installed; run as root, or: sudo apt-get install rabbitmq-server" >&2
+        exit 1
+    fi
+    echo "installing rabbitmq-server from the distribution's packages ..." >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >&2
+    apt-get install -y -qq --no-install-recommends rabbitmq-server >&2
+    # The package may start a system node; ours uses other ports and does not need it.
+}
+
+status() {
+    node_env
+    "$bin/rabbitmqctl" -q status >/dev/null 2>&1
+}
+
+start() {
+    install
+    node_env
+    if status; then echo "RabbitMQ node $RABBITMQ_NODENAME already running on port $port" >&2; return 0; fi
+    rm -f "$RABBITMQ_PID_FILE"
+    nohup "$bin/rabbitmq-server" >"$dir/log/console.log" 2>&1 </dev/null &
+    if ! "$bin/rabbitmqctl" -q wait --timeout 120 "$RABBITMQ_PID_FILE" >/dev/null 2>&1; then
+        echo "RabbitMQ did not start; see $dir/log/" >&2
+        tail -n 30 "$dir/log/console.log" >&2 || true
+        exit 1
+    fi
+    echo "RabbitMQ node $RABBITMQ_NODENAME serving amqp://guest:guest@127.0.0.1:$port/ (data in $dir)" >&2
+}
+
+stop() {
+    node_env
+    if status; then "$bin/rabbitmqctl" -q stop "$RABBITMQ_PID_FILE" >/dev/null 2>&1 || true; fi
+    # The node's own epmd (on our private port) is left to exit with it.
+    epmd -port "$epmd_port" -kill >/dev/null 2>&1 || true
+}
+
+case "${1:-}" in
+    install) install ;;
+    start) start ;;
+    stop) stop ;;
+    status) status ;;
+    url) echo "amqp://guest:guest@127.0.0.1:$port/" ;;
+    *) sed -n '2,15p' "$0" >&2; exit 2 ;;
+esac

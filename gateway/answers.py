@@ -1,0 +1,114 @@
+"""What a worker's answer means for its job: AMQP message in, job event out.
+
+The wire protocol (pinned): the AMQP `type` property is absent or `result` (final result),
+`progress`, `error` (final failure, body `{"error": {"code", "message"}}`) or `started`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import orjson
+
+from gateway.broker import Answer
+from gateway.contracts import Contract
+from gateway.jobs import error_body
+from gateway.types import JSON, EventType, JSONObject
+
+log = logging.getLogger("gateway.answers")
+
+MAX_ERROR_TEXT = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    type: EventType
+    data: JSON
+
+
+def _worker_error(body: JSON) -> JSONObject:
+    """The worker's `{"error": {...}}` body, kept if well-formed, wrapped if not."""
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict) and isinstance(error.get("code"), str):
+        message = error.get("message")
+        shaped: JSONObject = {
+            "code": error["code"],
+            "message": message if isinstance(message, str) else error["code"],
+        }
+        if "details" in error:
+            shaped["details"] = error["details"]
+        return shaped
+    text = orjson.dumps(body).decode()[:MAX_ERROR_TEXT]
+    return error_body("worker_error", f"the worker failed: {text}")
+
+
+def interpret(answer: Answer, contract: Contract) -> Outcome | None:
+    """The event an answer makes, or None to drop it (logged)."""
+    kind = answer.type or "result"
+    if kind == "started":
+        return Outcome("started", None)
+    if kind not in ("result", "progress", "error"):
+        log.warning("job %s: answer of unknown type %r dropped", answer.job_id, kind)
+        return None
+    try:
+        body = orjson.loads(answer.body)
+    except orjson.JSONDecodeError:
+        return Outcome(
+            "error", error_body("invalid_answer", f"the worker's {kind} answer is not JSON")
+        )
+    if kind == "error":
+        return Outcome("error", _worker_error(body))
+    if kind == "progress":
+        problems = contract.progress_errors(body)
+        if problems:
+            log.warning(
+                "job %s: progress violating the contract dropped: %s",
+                answer.job_id,
+                problems[0]["message"],
+            )
+            return None
+        return Outcome("progress", body)
+    problems = contract.result_errors(body)
+    if problems:
+        return Outcome(
+            "error",
+            error_body(
+                "invalid_result",
+                f"the worker's result does not match the contract of {contract.op}: "
+                f"{problems[0]['message']}",
+                problems,
+            ),
+        )
+    return Outcome("result", body)
+
+
+def dead_letter_outcome(answer: Answer) -> Outcome:
+    """A request RabbitMQ dead-lettered: rejected by a worker, expired, or over a limit."""
+    reason = answer.headers.get("x-first-death-reason")
+    if reason is None:
+        deaths = answer.headers.get("x-death")
+        if isinstance(deaths, list) and deaths and isinstance(deaths[0], dict):
+            reason = deaths[0].get("reason")
+    if isinstance(reason, bytes):
+        reason = reason.decode()
+    if reason == "expired":
+        return Outcome(
+            "expired",
+            error_body("expired", "the request expired in the queue before a worker took it"),
+        )
+    if reason == "rejected":
+        return Outcome(
+            "error", error_body("rejected", "a worker rejected the request (nack without requeue)")
+        )
+    if reason == "delivery_limit":
+        return Outcome(
+            "error",
+            error_body("delivery_limit", "the request was redelivered too often without an answer"),
+        )
+    return Outcome(
+        "error",
+        error_body(
+            "dead_lettered", f"RabbitMQ dead-lettered the request ({reason or 'no reason given'})"
+        ),
+    )

@@ -1,0 +1,62 @@
+"""The application factory: routes, error handlers, and the lifespan that opens the
+store and connects to RabbitMQ."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway.config import Settings
+from gateway.contracts import ContractRegistry
+from gateway.http import jobs, ops, system
+from gateway.http.responses import EXCEPTION_HANDLERS
+from gateway.metrics import Metrics
+from gateway.service import GatewayService
+from gateway.store import open_store
+
+
+class CountResponses:
+    """Counts responses by status for /metrics (pure ASGI: no per-request task)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def counting_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                self.metrics.http_responses.labels(str(message["status"])).inc()
+            await send(message)
+
+        await self.app(scope, receive, counting_send)
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    """A gateway app. Contracts are loaded (and a broken one refused) right here."""
+    settings = settings or Settings()
+    contracts = ContractRegistry.from_directory(settings.contracts_dir)
+    service = GatewayService(settings, contracts, open_store(settings.store_url))
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await service.start()
+        try:
+            yield
+        finally:
+            await service.stop()
+
+    app = Starlette(
+        routes=[*ops.routes, *jobs.routes, *system.routes],
+        exception_handlers=EXCEPTION_HANDLERS,
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    app.add_middleware(CountResponses, metrics=service.metrics)
+    return app

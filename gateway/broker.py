@@ -1,0 +1,205 @@
+"""The link to RabbitMQ: the topology the gateway owns, confirmed publishing, and the
+consumers that bring workers' answers and dead letters back.
+
+One robust connection (aio-pika) restores channels, queues and consumers by itself after
+a reconnect. Until the first connect, and while reconnecting, `publish_request` fails at
+once with 503 instead of waiting: a request never hangs on a dead broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustConnection,
+)
+from aio_pika.exceptions import AMQPError, ChannelInvalidStateError, DeliveryError, PublishError
+
+from gateway.contracts import Contract, ContractRegistry
+from gateway.errors import ServiceUnavailable
+from gateway.types import JSONObject
+
+log = logging.getLogger("gateway.broker")
+
+ANSWERS_QUEUE = "gateway.answers"
+DEAD_LETTER_EXCHANGE = "gateway.dead-letter"
+DEAD_LETTER_QUEUE = "gateway.dead-letters"
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A worker's answer, or a dead-lettered request, as the gateway needs it."""
+
+    job_id: str | None
+    type: str | None
+    body: bytes
+    headers: JSONObject
+
+
+AnswerHandler = Callable[[Answer], Awaitable[None]]
+
+
+def queue_arguments(contract: Contract) -> JSONObject:
+    settings = contract.settings
+    args: JSONObject = {
+        "x-dead-letter-exchange": DEAD_LETTER_EXCHANGE,
+        "x-max-length": settings.max_queue_length,
+        "x-overflow": "reject-publish",
+    }
+    if settings.durability == "durable":
+        args["x-queue-type"] = "quorum"
+    return args
+
+
+class Broker:
+    def __init__(
+        self,
+        url: str,
+        contracts: ContractRegistry,
+        *,
+        on_answer: AnswerHandler,
+        on_dead_letter: AnswerHandler,
+        publish_timeout: float = 5.0,
+        prefetch: int = 256,
+        reconnect_interval: float = 1.0,
+    ) -> None:
+        self.url = url
+        self.contracts = contracts
+        self.on_answer = on_answer
+        self.on_dead_letter = on_dead_letter
+        self.publish_timeout = publish_timeout
+        self.prefetch = prefetch
+        self.reconnect_interval = reconnect_interval
+        self._connection: AbstractRobustConnection | None = None
+        self._publisher: AbstractChannel | None = None
+        self._ready = asyncio.Event()
+        self._starting: asyncio.Task[None] | None = None
+
+    @property
+    def ready(self) -> bool:
+        """Connected, with the topology declared."""
+        conn = self._connection
+        return self._ready.is_set() and conn is not None and conn.connected.is_set()
+
+    async def wait_ready(self, timeout: float) -> bool:
+        try:
+            async with asyncio.timeout(timeout):
+                await self._ready.wait()
+        except TimeoutError:
+            return False
+        return self.ready
+
+    def start(self) -> None:
+        """Connect in the background; the gateway serves (with 503s) meanwhile."""
+        self._starting = asyncio.create_task(self._connect(), name="broker-connect")
+
+    async def _connect(self) -> None:
+        # fail_fast=False: keep retrying the first connect too, every reconnect_interval.
+        self._connection = await aio_pika.connect_robust(
+            self.url, fail_fast=False, reconnect_interval=self.reconnect_interval
+        )
+        self._publisher = await self._connection.channel(
+            publisher_confirms=True, on_return_raises=True
+        )
+        consumer = await self._connection.channel()
+        await consumer.set_qos(prefetch_count=self.prefetch)
+        await self._declare(consumer)
+        self._ready.set()
+        log.info("connected to RabbitMQ, topology declared for %d operations", len(self.contracts))
+
+    async def _declare(self, channel: AbstractChannel) -> None:
+        dlx = await channel.declare_exchange(
+            DEAD_LETTER_EXCHANGE, aio_pika.ExchangeType.FANOUT, durable=True
+        )
+        dead: AbstractQueue = await channel.declare_queue(
+            DEAD_LETTER_QUEUE, durable=True, arguments={"x-queue-type": "quorum"}
+        )
+        await dead.bind(dlx)
+        answers = await channel.declare_queue(
+            ANSWERS_QUEUE, durable=True, arguments={"x-queue-type": "quorum"}
+        )
+        for contract in self.contracts.values():
+            await channel.declare_queue(
+                contract.op, durable=True, arguments=queue_arguments(contract)
+            )
+        await answers.consume(self._consumer(self.on_answer))
+        await dead.consume(self._consumer(self.on_dead_letter))
+
+    def _consumer(self, handler: AnswerHandler) -> Callable[[AbstractIncomingMessage], Any]:
+        async def consume(message: AbstractIncomingMessage) -> None:
+            answer = Answer(
+                job_id=message.correlation_id,
+                type=message.type,
+                body=message.body,
+                headers=dict(message.headers or {}),
+            )
+            try:
+                await handler(answer)
+            except Exception:
+                # The store could not take it: leave it to RabbitMQ, to come back later.
+                log.exception("answer for job %s not stored; requeued", answer.job_id)
+                await asyncio.sleep(0.5)
+                await message.nack(requeue=True)
+                return
+            # Acked only after the store committed it (the handler returned).
+            await message.ack()
+
+        return consume
+
+    async def publish_request(
+        self, contract: Contract, job_id: str, body: bytes, *, attempt: int = 1
+    ) -> None:
+        """Publish a job's request and wait for RabbitMQ's confirm; 503 if it cannot."""
+        channel = self._publisher
+        if channel is None or not self.ready:
+            raise ServiceUnavailable(
+                "the message broker is not reachable", code="broker_unavailable"
+            )
+        durable = contract.settings.durability == "durable"
+        message = aio_pika.Message(
+            body,
+            content_type="application/json",
+            correlation_id=job_id,
+            message_id=job_id,
+            reply_to=ANSWERS_QUEUE,
+            type=contract.op,
+            delivery_mode=(
+                aio_pika.DeliveryMode.PERSISTENT
+                if durable
+                else aio_pika.DeliveryMode.NOT_PERSISTENT
+            ),
+            headers={"x-attempt": attempt},
+        )
+        try:
+            await channel.default_exchange.publish(
+                message, routing_key=contract.op, mandatory=True, timeout=self.publish_timeout
+            )
+        except PublishError as exc:  # returned: no queue to route to
+            raise ServiceUnavailable(
+                f"no queue for operation {contract.op}", code="broker_unroutable"
+            ) from exc
+        except DeliveryError as exc:  # nacked, e.g. the queue is at its length limit
+            raise ServiceUnavailable(
+                f"RabbitMQ refused the request for {contract.op} (queue full?)",
+                code="broker_refused",
+                retry_after=5,
+            ) from exc
+        except (TimeoutError, ChannelInvalidStateError, AMQPError, ConnectionError) as exc:
+            raise ServiceUnavailable(
+                "the message broker did not confirm the request", code="broker_unavailable"
+            ) from exc
+
+    async def close(self) -> None:
+        if self._starting is not None and not self._starting.done():
+            self._starting.cancel()
+            await asyncio.gather(self._starting, return_exceptions=True)
+        if self._connection is not None:
+            await self._connection.close()

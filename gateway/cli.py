@@ -1,0 +1,110 @@
+"""The `gateway` command. Every flag can also be set by the environment variable shown in
+`--help`; flags win."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from gateway import __version__
+from gateway.config import DEFAULT_BROKER_URL, DEFAULT_STORE_URL, Settings
+from gateway.errors import ContractError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.version_option(__version__, prog_name="gateway")
+def main() -> None:
+    """HTTP gateway to RabbitMQ workers: JSON Schema contracts, RPC, long-poll and SSE."""
+
+
+@main.command()
+@click.option(
+    "--host",
+    envvar="GATEWAY_HOST",
+    default="127.0.0.1",
+    show_envvar=True,
+    help="Address to listen on.",
+)
+@click.option(
+    "--port",
+    envvar="GATEWAY_PORT",
+    default=8000,
+    type=int,
+    show_envvar=True,
+    help="Port to listen on.",
+)
+@click.option(
+    "--broker",
+    "broker_url",
+    envvar="GATEWAY_BROKER_URL",
+    default=DEFAULT_BROKER_URL,
+    show_envvar=True,
+    help="RabbitMQ URL (amqp://user:pass@host:port/vhost).",
+)
+@click.option(
+    "--contracts",
+    "contracts_dir",
+    envvar="GATEWAY_CONTRACTS",
+    default="schemas/ops",
+    type=click.Path(file_okay=False, path_type=Path),
+    show_envvar=True,
+    help="Folder of <op>.json contract files.",
+)
+@click.option(
+    "--store",
+    "store_url",
+    envvar="GATEWAY_STORE",
+    default=DEFAULT_STORE_URL,
+    show_envvar=True,
+    help="Job store: sqlite:///relative/path or sqlite:////absolute/path.",
+)
+@click.option(
+    "--max-body",
+    "max_body_bytes",
+    envvar="GATEWAY_MAX_BODY",
+    default=1024 * 1024,
+    type=click.IntRange(min=1),
+    show_envvar=True,
+    help="Largest request body, bytes.",
+)
+@click.option(
+    "--max-wait",
+    "max_wait_seconds",
+    envvar="GATEWAY_MAX_WAIT",
+    default=60.0,
+    type=click.FloatRange(min=0),
+    show_envvar=True,
+    help="Cap on ?wait= and Prefer: wait=, seconds.",
+)
+@click.option(
+    "--log-level",
+    envvar="GATEWAY_LOG_LEVEL",
+    default="info",
+    show_envvar=True,
+    type=click.Choice(["debug", "info", "warning", "error"]),
+)
+def serve(host: str, port: int, log_level: str, **settings: object) -> None:
+    """Serve the HTTP API."""
+    import uvicorn
+
+    from gateway.app import create_app
+
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        app = create_app(Settings(**settings))  # type: ignore[arg-type]
+    except (ContractError, ValueError) as exc:
+        click.echo(f"gateway: {exc}", err=True)
+        sys.exit(2)
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        access_log=False,
+        timeout_graceful_shutdown=5,
+    )

@@ -1,0 +1,22 @@
+"""Gateway settings: one frozen object, filled from CLI flags or environment variables."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_BROKER_URL = "amqp://guest:guest@127.0.0.1:5673/"
+DEFAULT_STORE_URL = "sqlite:///var/gateway.sqlite3"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    broker_url: str = DEFAULT_BROKER_URL
+    contracts_dir: Path = Path("schemas/ops")
+    store_url: str = DEFAULT_STORE_URL
+    max_body_bytes: int = 1024 * 1024
+    """Requests with a larger body are refused with 413."""
+    max_wait_seconds: float = 60.0
+    """`?wait=N` and `Prefer: wait=N` are capped at this, so no request is held forever."""
+    publish_timeout_seconds: float = 5.0
+    """How long a request waits for RabbitMQ's confirm before it answers 503."""

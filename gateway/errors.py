@@ -1,0 +1,90 @@
+"""One error tree. Each class knows its HTTP status and JSON error code; one handler in
+`gateway.http.responses` turns any of them into the pinned error body
+`{"error": {"code", "message", "details"?}}`."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from gateway.types import JSONObject
+
+
+class GatewayError(Exception):
+    status_code: ClassVar[int] = 500
+    code: ClassVar[str] = "internal_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        details: list[JSONObject] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code  # type: ignore[misc]  # an instance may refine its class code
+        self.details = details
+        self.headers = headers or {}
+
+    def body(self) -> JSONObject:
+        error: JSONObject = {"code": self.code, "message": self.message}
+        if self.details is not None:
+            error["details"] = self.details
+        return {"error": error}
+
+
+class BadRequest(GatewayError):
+    """Malformed JSON, a bad query parameter or header."""
+
+    status_code = 400
+    code = "bad_request"
+
+
+class NotFound(GatewayError):
+    status_code = 404
+    code = "not_found"
+
+
+class MethodNotAllowed(GatewayError):
+    status_code = 405
+    code = "method_not_allowed"
+
+
+class Conflict(GatewayError):
+    """An Idempotency-Key reused with a different request body."""
+
+    status_code = 409
+    code = "conflict"
+
+
+class PayloadTooLarge(GatewayError):
+    status_code = 413
+    code = "payload_too_large"
+
+
+class UnsupportedMediaType(GatewayError):
+    status_code = 415
+    code = "unsupported_media_type"
+
+
+class InvalidRequest(GatewayError):
+    """The body does not match the operation's `request` schema."""
+
+    status_code = 422
+    code = "invalid_request"
+
+
+class ServiceUnavailable(GatewayError):
+    """The broker or store cannot take the request now; the client should retry."""
+
+    status_code = 503
+    code = "unavailable"
+
+    def __init__(self, message: str, *, code: str | None = None, retry_after: int = 1) -> None:
+        super().__init__(message, code=code, headers={"Retry-After": str(retry_after)})
+
+
+class ContractError(Exception):
+    """A contract file is broken; raised at start-up, naming the file."""

@@ -1,0 +1,1 @@
+"""HTTP resources, one module each: operations, jobs, and the system endpoints."""

@@ -1,0 +1,43 @@
+"""`/v1/jobs/{id}`: a job, and its events as long-poll JSON."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from gateway.http.ops import service_of
+from gateway.http.params import after_seq, wait_seconds
+from gateway.http.responses import ORJSONResponse
+
+
+async def get_job(request: Request) -> Response:
+    service = service_of(request)
+    job_id = request.path_params["job_id"]
+    wait = wait_seconds(request, service.settings.max_wait_seconds)
+    after = after_seq(request)
+    if wait:
+        job = await service.wait_for_job(job_id, wait, after=after)
+    else:
+        job = await service.job(job_id)
+    return ORJSONResponse(job.to_json())
+
+
+async def get_events(request: Request) -> Response:
+    service = service_of(request)
+    job_id = request.path_params["job_id"]
+    wait = wait_seconds(request, service.settings.max_wait_seconds) or 0.0
+    after = after_seq(request) or 0
+    events = await service.wait_for_events(job_id, after, wait)
+    return ORJSONResponse(
+        {
+            "events": [e.to_json() for e in events],
+            "next": events[-1].seq if events else after,
+        }
+    )
+
+
+routes = [
+    Route("/v1/jobs/{job_id}", get_job, methods=["GET"]),
+    Route("/v1/jobs/{job_id}/events", get_events, methods=["GET"]),
+]

@@ -1,0 +1,69 @@
+"""`/v1/ops`: the operations, their contracts, and submitting a job."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from gateway.contracts import Contract
+from gateway.errors import BadRequest
+from gateway.http.params import read_json_body, wait_seconds
+from gateway.http.responses import ORJSONResponse
+from gateway.service import GatewayService
+from gateway.types import JSONObject
+
+MAX_IDEMPOTENCY_KEY = 255
+
+
+def service_of(request: Request) -> GatewayService:
+    service: GatewayService = request.app.state.service
+    return service
+
+
+def describe(contract: Contract) -> JSONObject:
+    return {
+        "op": contract.op,
+        "description": contract.settings.description,
+        "href": f"/v1/ops/{contract.op}",
+        "settings": contract.settings.to_json(),
+    }
+
+
+async def list_ops(request: Request) -> Response:
+    service = service_of(request)
+    return ORJSONResponse({"ops": [describe(c) for c in service.contracts.values()]})
+
+
+async def get_op(request: Request) -> Response:
+    contract = service_of(request).contract(request.path_params["op"])
+    return ORJSONResponse(contract.document)
+
+
+async def submit(request: Request) -> Response:
+    service = service_of(request)
+    settings = service.settings
+    contract = service.contract(request.path_params["op"])
+    wait = wait_seconds(request, settings.max_wait_seconds, prefer=True)
+    key = request.headers.get("idempotency-key")
+    if key is not None and not 0 < len(key) <= MAX_IDEMPOTENCY_KEY:
+        raise BadRequest(
+            f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters",
+            code="invalid_parameter",
+        )
+    body = await read_json_body(request, settings.max_body_bytes)
+    contract.validate_request(body)
+    job = await service.submit(contract, body, key)
+    headers = {"Location": f"/v1/jobs/{job.id}"}
+    if wait:
+        job = await service.wait_for_job(job.id, wait)
+        if "wait" not in request.query_params:
+            headers["Preference-Applied"] = f"wait={wait:g}"
+    return ORJSONResponse(job.to_json(), status_code=200 if job.terminal else 202, headers=headers)
+
+
+routes = [
+    Route("/v1/ops", list_ops, methods=["GET"]),
+    Route("/v1/ops/{op}", get_op, methods=["GET"]),
+    Route("/v1/ops/{op}", submit, methods=["POST"]),
+]

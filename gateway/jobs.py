@@ -1,0 +1,138 @@
+"""The job state machine: an event comes in, the job gets its new status.
+
+Every job has a numbered log of events (`seq` 1, 2, ...). The job resource is a summary of
+that log; `apply` is the only place that decides how an event changes it. The first
+terminal event wins: anything after it is ignored, which absorbs at-least-once duplicates.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+
+from gateway.types import JSON, TERMINAL_EVENTS, TERMINAL_STATUSES, EventType, JSONObject, Status
+
+# Event type -> the status it moves a job to.
+STATUS_AFTER: dict[str, Status] = {
+    "queued": "queued",
+    "started": "running",
+    "progress": "running",
+    "result": "succeeded",
+    "error": "failed",
+    "cancelled": "cancelled",
+    "expired": "expired",
+}
+
+
+def new_job_id() -> str:
+    """128 random bits, URL-safe: unguessable, and no more than a path segment."""
+    return secrets.token_urlsafe(16)
+
+
+def now() -> float:
+    return time.time()
+
+
+def isoformat(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    job_id: str
+    seq: int
+    type: EventType
+    data: JSON
+    time: float
+
+    def to_json(self) -> JSONObject:
+        return {"seq": self.seq, "type": self.type, "time": isoformat(self.time), "data": self.data}
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    id: str
+    op: str
+    status: Status
+    seq: int
+    created_at: float
+    updated_at: float
+    result: JSON = None
+    error: JSONObject | None = None
+    progress: JSON = None
+    idempotency_key: str | None = None
+    request_hash: str | None = None
+    extra: JSONObject = field(default_factory=dict)
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+    def to_json(self) -> JSONObject:
+        body: JSONObject = {
+            "id": self.id,
+            "op": self.op,
+            "status": self.status,
+            "seq": self.seq,
+            "created_at": isoformat(self.created_at),
+            "updated_at": isoformat(self.updated_at),
+        }
+        if self.status == "succeeded":
+            body["result"] = self.result
+        if self.error is not None:
+            body["error"] = self.error
+        if self.progress is not None:
+            body["progress"] = self.progress
+        return body
+
+
+def new_job(
+    op: str, *, idempotency_key: str | None = None, request_hash: str | None = None
+) -> tuple[Job, Event]:
+    """A fresh job and its first event, `queued` (seq 1)."""
+    ts = now()
+    job = Job(
+        id=new_job_id(),
+        op=op,
+        status="queued",
+        seq=1,
+        created_at=ts,
+        updated_at=ts,
+        idempotency_key=idempotency_key,
+        request_hash=request_hash,
+    )
+    return job, Event(job.id, 1, "queued", None, ts)
+
+
+def apply(
+    job: Job, type: EventType, data: JSON, at: float | None = None
+) -> tuple[Job, Event] | None:
+    """The job after `type` happened to it, and the event to store; None if it is ignored.
+
+    Ignored: anything after a terminal event; `started` or `queued` once the job runs.
+    """
+    if job.terminal:
+        return None
+    if type in ("queued", "started") and job.status == "running":
+        return None
+    ts = at if at is not None else now()
+    seq = job.seq + 1
+    event = Event(job.id, seq, type, data, ts)
+    changes: JSONObject = {"status": STATUS_AFTER[type], "seq": seq, "updated_at": ts}
+    if type == "progress":
+        changes["progress"] = data
+    elif type == "result":
+        changes["result"] = data
+    elif type in TERMINAL_EVENTS:
+        changes["error"] = data
+    return replace(job, **changes), event
+
+
+def error_body(code: str, message: str, details: list[JSONObject] | None = None) -> JSONObject:
+    """The `error` object of a failed, cancelled or expired job (the HTTP error shape)."""
+    body: JSONObject = {"code": code, "message": message}
+    if details:
+        body["details"] = details
+    return body

@@ -1,0 +1,173 @@
+"""`/openapi.json`, generated from the contracts and the gateway's wire schemas."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from gateway import __version__
+from gateway.contracts import Contract, ContractRegistry
+from gateway.types import JSON, JSONObject
+
+WIRE_SCHEMAS = Path(__file__).resolve().parent.parent / "schemas" / "wire"
+WIRE_NAMES = {"job.json": "Job", "event.json": "Event", "error.json": "Error"}
+
+
+def _load_wire() -> JSONObject:
+    schemas: JSONObject = {}
+    for filename, name in WIRE_NAMES.items():
+        path = WIRE_SCHEMAS / filename
+        if path.exists():
+            doc = orjson.loads(path.read_bytes())
+            schemas[name] = {k: v for k, v in doc.items() if k not in ("$schema", "$id")}
+        else:  # installed without the repository's schemas/: a permissive stand-in
+            schemas[name] = {"type": "object"}
+    return schemas
+
+
+def _rewrite_refs(node: JSON, op: str) -> JSON:
+    """Point a contract's `#/definitions/x` references at its components."""
+    if isinstance(node, dict):
+        out = {k: _rewrite_refs(v, op) for k, v in node.items()}
+        ref = out.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/definitions/"):
+            out["$ref"] = f"#/components/schemas/{op}.{ref.removeprefix('#/definitions/')}"
+        return out
+    if isinstance(node, list):
+        return [_rewrite_refs(v, op) for v in node]
+    return node
+
+
+def _ref(name: str) -> JSONObject:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: JSONObject, description: str) -> JSONObject:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+ERRORS = {
+    "400": _json(_ref("Error"), "Malformed JSON or a bad parameter"),
+    "404": _json(_ref("Error"), "Unknown operation or job"),
+    "413": _json(_ref("Error"), "Body too large"),
+    "415": _json(_ref("Error"), "Body is not JSON"),
+    "422": _json(_ref("Error"), "Body does not match the contract"),
+    "503": _json(_ref("Error"), "Broker unavailable; retry after Retry-After seconds"),
+}
+WAIT = {
+    "name": "wait",
+    "in": "query",
+    "required": False,
+    "schema": {"type": "number", "minimum": 0},
+    "description": "Seconds to hold the request",
+}
+AFTER = {
+    "name": "after",
+    "in": "query",
+    "required": False,
+    "schema": {"type": "integer", "minimum": 0},
+    "description": "An event number",
+}
+JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def _submit(contract: Contract) -> JSONObject:
+    return {
+        "post": {
+            "operationId": f"submit_{contract.op}",
+            "summary": contract.settings.description or contract.document.get("description", ""),
+            "parameters": [
+                WAIT,
+                {
+                    "name": "Idempotency-Key",
+                    "in": "header",
+                    "required": False,
+                    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+                },
+            ],
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": _ref(f"{contract.op}.request")}},
+            },
+            "responses": {
+                "200": _json(_ref("Job"), "Finished within the wait"),
+                "202": _json(_ref("Job"), "Accepted; follow Location"),
+                **{k: v for k, v in ERRORS.items() if k != "404"},
+                "409": _json(_ref("Error"), "Idempotency-Key reused with another request"),
+            },
+        }
+    }
+
+
+def build_openapi(contracts: ContractRegistry) -> JSONObject:
+    schemas: JSONObject = _load_wire()
+    paths: dict[str, Any] = {
+        "/v1/ops": {
+            "get": {
+                "operationId": "list_ops",
+                "responses": {"200": {"description": "The operations"}},
+            }
+        },
+        "/v1/jobs/{job_id}": {
+            "get": {
+                "operationId": "get_job",
+                "parameters": [JOB_ID, WAIT, AFTER],
+                "responses": {
+                    "200": _json(_ref("Job"), "The job"),
+                    "400": ERRORS["400"],
+                    "404": ERRORS["404"],
+                },
+            }
+        },
+        "/v1/jobs/{job_id}/events": {
+            "get": {
+                "operationId": "get_job_events",
+                "parameters": [JOB_ID, WAIT, AFTER],
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["events", "next"],
+                            "properties": {
+                                "events": {"type": "array", "items": _ref("Event")},
+                                "next": {"type": "integer"},
+                            },
+                        },
+                        "Events after `after`",
+                    ),
+                    "400": ERRORS["400"],
+                    "404": ERRORS["404"],
+                },
+            }
+        },
+        "/healthz": {
+            "get": {"operationId": "healthz", "responses": {"200": {"description": "Up"}}}
+        },
+        "/readyz": {
+            "get": {
+                "operationId": "readyz",
+                "responses": {
+                    "200": {"description": "Broker and store reachable"},
+                    "503": {"description": "Not ready"},
+                },
+            }
+        },
+    }
+    for contract in contracts.values():
+        for name, definition in contract.document["definitions"].items():
+            schemas[f"{contract.op}.{name}"] = _rewrite_refs(definition, contract.op)
+        paths[f"/v1/ops/{contract.op}"] = {
+            "get": {
+                "operationId": f"contract_{contract.op}",
+                "responses": {"200": {"description": "The contract (JSON Schema)"}},
+            },
+            **_submit(contract),
+        }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "AMQP HTTP gateway", "version": __version__},
+        "paths": paths,
+        "components": {"schemas": schemas},
+    }

@@ -1,0 +1,161 @@
+"""The gateway's core, below HTTP: accept a job, record what workers answer, wait for events.
+
+This is the data path of the design, top to bottom:
+validate -> store job -> publish (confirm) -> ... -> consume answer -> store event -> notify.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+
+import orjson
+
+from gateway.answers import Outcome, dead_letter_outcome, interpret
+from gateway.broker import Answer, Broker
+from gateway.config import Settings
+from gateway.contracts import Contract, ContractRegistry
+from gateway.errors import Conflict, NotFound
+from gateway.hub import Hub
+from gateway.jobs import Event, Job, new_job
+from gateway.metrics import Metrics
+from gateway.store import JobStore
+from gateway.types import JSON
+
+log = logging.getLogger("gateway.service")
+
+
+def request_hash(body: JSON) -> str:
+    """Fingerprint of a request, blind to key order and whitespace."""
+    return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+class GatewayService:
+    def __init__(self, settings: Settings, contracts: ContractRegistry, store: JobStore) -> None:
+        self.settings = settings
+        self.contracts = contracts
+        self.store = store
+        self.hub = Hub()
+        self.metrics = Metrics()
+        self.broker = Broker(
+            settings.broker_url,
+            contracts,
+            on_answer=self.on_answer,
+            on_dead_letter=self.on_dead_letter,
+            publish_timeout=settings.publish_timeout_seconds,
+        )
+        self.metrics.watch(lambda: self.broker.ready, lambda: self.hub.waiting)
+
+    async def start(self) -> None:
+        await self.store.open()
+        self.broker.start()
+
+    async def stop(self) -> None:
+        await self.broker.close()
+        await self.store.close()
+
+    def contract(self, op: str) -> Contract:
+        try:
+            return self.contracts[op]
+        except KeyError:
+            raise NotFound(f"no operation named {op!r}", code="unknown_op") from None
+
+    # -- accepting work -------------------------------------------------------------
+
+    async def submit(self, contract: Contract, body: JSON, idempotency_key: str | None) -> Job:
+        """Store the job, publish its request, return once RabbitMQ confirmed it.
+
+        Raises 503 (and forgets the job) if the broker does not confirm; 409 if the
+        idempotency key names a job with another request.
+        """
+        fingerprint = request_hash(body) if idempotency_key is not None else None
+        job, first = new_job(contract.op, idempotency_key=idempotency_key, request_hash=fingerprint)
+        raw = orjson.dumps(body)
+        created = await self.store.create(job, first, raw)
+        if not created.created:
+            existing = created.job
+            if existing.request_hash != fingerprint:
+                raise Conflict(
+                    "this Idempotency-Key was used with a different request",
+                    code="idempotency_key_reused",
+                )
+            if created.published:
+                return existing
+            # Stored but never confirmed (a crash or 503 in between): publish it now.
+            await self.broker.publish_request(contract, existing.id, created.request, attempt=2)
+            await self.store.mark_published(existing.id)
+            return existing
+        try:
+            with self.metrics.publish_seconds.time():
+                await self.broker.publish_request(contract, job.id, raw)
+        except BaseException:
+            # The client never learns this id, so nothing may remain of it.
+            await self.store.discard(job.id)
+            raise
+        await self.store.mark_published(job.id)
+        self.metrics.jobs_submitted.labels(contract.op).inc()
+        return job
+
+    # -- reading and waiting ------------------------------------------------------------
+
+    async def job(self, job_id: str) -> Job:
+        job = await self.store.get(job_id)
+        if job is None:
+            raise NotFound(f"no job with id {job_id!r}", code="job_not_found")
+        return job
+
+    async def wait_for_job(self, job_id: str, timeout: float, after: int | None = None) -> Job:
+        """The job once it is terminal (or has an event past `after`), or after `timeout`."""
+
+        def done(job: Job | None) -> bool:
+            if job is None or job.terminal:
+                return True
+            return after is not None and job.seq > after
+
+        job = await self.hub.wait_until(job_id, lambda: self.store.get(job_id), done, timeout)
+        if job is None:
+            raise NotFound(f"no job with id {job_id!r}", code="job_not_found")
+        return job
+
+    async def wait_for_events(self, job_id: str, after: int, timeout: float) -> list[Event]:
+        """Events past `after`, waiting up to `timeout` for the first one."""
+        await self.job(job_id)
+        return await self.hub.wait_until(
+            job_id, lambda: self.store.events(job_id, after), bool, timeout
+        )
+
+    # -- answers from workers -------------------------------------------------------------
+
+    async def on_answer(self, answer: Answer) -> None:
+        if not answer.job_id:
+            log.warning("answer without correlation_id dropped")
+            self.metrics.answers.labels("no_job").inc()
+            return
+        job = await self.store.get(answer.job_id)
+        if job is None:
+            log.warning("answer for unknown job %s dropped", answer.job_id)
+            self.metrics.answers.labels("unknown_job").inc()
+            return
+        outcome = interpret(answer, self.contract(job.op))
+        await self._record(job, outcome)
+
+    async def on_dead_letter(self, answer: Answer) -> None:
+        job = await self.store.get(answer.job_id) if answer.job_id else None
+        if job is None:
+            log.warning("dead letter for unknown job %s dropped", answer.job_id)
+            return
+        await self._record(job, dead_letter_outcome(answer))
+
+    async def _record(self, job: Job, outcome: Outcome | None) -> None:
+        if outcome is None:
+            self.metrics.answers.labels("dropped").inc()
+            return
+        recorded = await self.store.record(job.id, outcome.type, outcome.data)
+        if recorded is None or recorded.event is None:
+            log.info("job %s: %s answer after the job ended ignored", job.id, outcome.type)
+            self.metrics.answers.labels("ignored").inc()
+            return
+        self.metrics.answers.labels(outcome.type).inc()
+        if recorded.job.terminal:
+            self.metrics.jobs_finished.labels(job.op, recorded.job.status).inc()
+        self.hub.notify(job.id)

@@ -1,0 +1,65 @@
+"""The job store interface: jobs and their numbered events.
+
+SQLite (one instance) implements it now; PostgreSQL (many instances) will later. Every
+method is one transaction; `record` applies `gateway.jobs.apply` atomically, so the
+per-job `seq` never repeats and the first terminal event wins even under redelivery.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+from gateway.jobs import Event, Job
+from gateway.types import JSON, EventType
+
+
+@dataclass(frozen=True, slots=True)
+class Created:
+    job: Job
+    created: bool
+    """False when the idempotency key already named a job: `job` is that one."""
+    request: bytes
+    published: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    job: Job
+    event: Event | None
+    """None when the state machine ignored the event (e.g. after a terminal one)."""
+
+
+class JobStore(ABC):
+    @abstractmethod
+    async def open(self) -> None: ...
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    @abstractmethod
+    async def ping(self) -> None:
+        """Raise if the store cannot serve."""
+
+    @abstractmethod
+    async def create(self, job: Job, first: Event, request: bytes) -> Created:
+        """Store a new job with its first event, unless its idempotency key is taken."""
+
+    @abstractmethod
+    async def mark_published(self, job_id: str) -> None:
+        """RabbitMQ confirmed the job's request message."""
+
+    @abstractmethod
+    async def discard(self, job_id: str) -> None:
+        """Forget a job whose request could not be published (its id was never given out)."""
+
+    @abstractmethod
+    async def get(self, job_id: str) -> Job | None: ...
+
+    @abstractmethod
+    async def record(self, job_id: str, type: EventType, data: JSON) -> Recorded | None:
+        """Apply an event to a job; None if there is no such job."""
+
+    @abstractmethod
+    async def events(self, job_id: str, after: int = 0, limit: int = 1000) -> list[Event]:
+        """The job's events with seq > after, in order."""

@@ -1,0 +1,235 @@
+"""The embedded job store: one SQLite file, for one gateway instance.
+
+All statements run on one connection in one dedicated thread, each method a whole
+transaction, so the event loop never blocks on disk and transactions never interleave.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+
+from gateway.jobs import Event, Job, apply
+from gateway.store.base import Created, JobStore, Recorded
+from gateway.types import JSON, EventType
+
+T = TypeVar("T")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    op TEXT NOT NULL,
+    status TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    result BLOB,
+    error BLOB,
+    progress BLOB,
+    idempotency_key TEXT,
+    request_hash TEXT,
+    request BLOB NOT NULL,
+    published INTEGER NOT NULL DEFAULT 0
+);
+CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency ON jobs (op, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+CREATE TABLE IF NOT EXISTS events (
+    job_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    type TEXT NOT NULL,
+    data BLOB,
+    time REAL NOT NULL,
+    PRIMARY KEY (job_id, seq)
+) WITHOUT ROWID;
+"""
+
+JOB_COLUMNS = (
+    "id, op, status, seq, created_at, updated_at, result, error, progress, "
+    "idempotency_key, request_hash"
+)
+
+
+def _dump(value: JSON) -> bytes | None:
+    return None if value is None else orjson.dumps(value)
+
+
+def _load(raw: bytes | None) -> JSON:
+    return None if raw is None else orjson.loads(raw)
+
+
+def _job(row: tuple[Any, ...]) -> Job:
+    return Job(
+        id=row[0],
+        op=row[1],
+        status=row[2],
+        seq=row[3],
+        created_at=row[4],
+        updated_at=row[5],
+        result=_load(row[6]),
+        error=_load(row[7]),
+        progress=_load(row[8]),
+        idempotency_key=row[9],
+        request_hash=row[10],
+    )
+
+
+def path_from_url(url: str) -> Path:
+    """`sqlite:///relative/path` or `sqlite:////absolute/path`."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix) or len(url) == len(prefix):
+        raise ValueError(f"not a SQLite store URL (sqlite:///path): {url!r}")
+    return Path(url[len(prefix) :])
+
+
+class SQLiteStore(JobStore):
+    def __init__(self, path: Path | str, *, synchronous: str = "FULL") -> None:
+        self.path = Path(path)
+        self.synchronous = synchronous
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
+        self._db: sqlite3.Connection | None = None
+
+    @classmethod
+    def from_url(cls, url: str) -> SQLiteStore:
+        return cls(path_from_url(url))
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        def call() -> T:
+            db = self._db
+            assert db is not None, "store is not open"
+            db.execute("BEGIN IMMEDIATE")  # one transaction per method, writer lock taken up front
+            try:
+                result = fn(db)
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+            return result
+
+        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+
+    async def open(self) -> None:
+        def connect() -> None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(f"PRAGMA synchronous={self.synchronous}")
+            db.execute("PRAGMA busy_timeout=5000")
+            db.executescript(SCHEMA)
+            self._db = db
+
+        await asyncio.get_running_loop().run_in_executor(self._executor, connect)
+
+    async def close(self) -> None:
+        def disconnect() -> None:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+        await asyncio.get_running_loop().run_in_executor(self._executor, disconnect)
+        self._executor.shutdown(wait=True)
+
+    async def ping(self) -> None:
+        await self._run(lambda db: db.execute("SELECT 1").fetchone())
+
+    async def create(self, job: Job, first: Event, request: bytes) -> Created:
+        def create(db: sqlite3.Connection) -> Created:
+            if job.idempotency_key is not None:
+                row = db.execute(
+                    f"SELECT {JOB_COLUMNS}, request, published FROM jobs "
+                    "WHERE op = ? AND idempotency_key = ?",
+                    (job.op, job.idempotency_key),
+                ).fetchone()
+                if row is not None:
+                    return Created(_job(row), False, row[11], bool(row[12]))
+            db.execute(
+                f"INSERT INTO jobs ({JOB_COLUMNS}, request) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    job.id,
+                    job.op,
+                    job.status,
+                    job.seq,
+                    job.created_at,
+                    job.updated_at,
+                    _dump(job.result),
+                    _dump(job.error),
+                    _dump(job.progress),
+                    job.idempotency_key,
+                    job.request_hash,
+                    request,
+                ),
+            )
+            self._insert_event(db, first)
+            return Created(job, True, request, False)
+
+        return await self._run(create)
+
+    @staticmethod
+    def _insert_event(db: sqlite3.Connection, event: Event) -> None:
+        db.execute(
+            "INSERT INTO events (job_id, seq, type, data, time) VALUES (?,?,?,?,?)",
+            (event.job_id, event.seq, event.type, _dump(event.data), event.time),
+        )
+
+    async def mark_published(self, job_id: str) -> None:
+        await self._run(
+            lambda db: db.execute("UPDATE jobs SET published = 1 WHERE id = ?", (job_id,))
+        )
+
+    async def discard(self, job_id: str) -> None:
+        def discard(db: sqlite3.Connection) -> None:
+            db.execute("DELETE FROM events WHERE job_id = ?", (job_id,))
+            db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+
+        await self._run(discard)
+
+    async def get(self, job_id: str) -> Job | None:
+        def get(db: sqlite3.Connection) -> Job | None:
+            row = db.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            return None if row is None else _job(row)
+
+        return await self._run(get)
+
+    async def record(self, job_id: str, type: EventType, data: JSON) -> Recorded | None:
+        def record(db: sqlite3.Connection) -> Recorded | None:
+            row = db.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None:
+                return None
+            job = _job(row)
+            applied = apply(job, type, data)
+            if applied is None:
+                return Recorded(job, None)
+            job, event = applied
+            self._insert_event(db, event)
+            db.execute(
+                "UPDATE jobs SET status = ?, seq = ?, updated_at = ?, result = ?, error = ?, "
+                "progress = ? WHERE id = ?",
+                (
+                    job.status,
+                    job.seq,
+                    job.updated_at,
+                    _dump(job.result),
+                    _dump(job.error),
+                    _dump(job.progress),
+                    job.id,
+                ),
+            )
+            return Recorded(job, event)
+
+        return await self._run(record)
+
+    async def events(self, job_id: str, after: int = 0, limit: int = 1000) -> list[Event]:
+        def events(db: sqlite3.Connection) -> list[Event]:
+            rows = db.execute(
+                "SELECT job_id, seq, type, data, time FROM events "
+                "WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+                (job_id, after, limit),
+            ).fetchall()
+            return [Event(r[0], r[1], r[2], _load(r[3]), r[4]) for r in rows]
+
+        return await self._run(events)
