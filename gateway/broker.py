@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,6 +60,27 @@ def queue_arguments(contract: Contract) -> JSONObject:
     return args
 
 
+class KeyedLock:
+    """One FIFO lock per key, dropped when nobody holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @asynccontextmanager
+    async def __call__(self, key: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+
 class Broker:
     def __init__(
         self,
@@ -85,9 +107,8 @@ class Broker:
 
     @property
     def ready(self) -> bool:
-        """Connected, with the topology declared."""
-        conn = self._connection
-        return self._ready.is_set() and conn is not None and conn.connected.is_set()
+        """Connected, with the topology declared (or restored after a reconnect)."""
+        return self._ready.is_set()
 
     async def wait_ready(self, timeout: float) -> bool:
         try:
@@ -95,7 +116,7 @@ class Broker:
                 await self._ready.wait()
         except TimeoutError:
             return False
-        return self.ready
+        return True
 
     def start(self) -> None:
         """Connect in the background; the gateway serves (with 503s) meanwhile."""
@@ -112,6 +133,9 @@ class Broker:
         consumer = await self._connection.channel()
         await consumer.set_qos(prefetch_count=self.prefetch)
         await self._declare(consumer)
+        # Robust channels restore the topology and consumers before reconnect_callbacks run.
+        self._connection.close_callbacks.add(lambda *_: self._ready.clear())
+        self._connection.reconnect_callbacks.add(lambda *_: self._ready.set())
         self._ready.set()
         log.info("connected to RabbitMQ, topology declared for %d operations", len(self.contracts))
 
@@ -134,6 +158,8 @@ class Broker:
         await dead.consume(self._consumer(self.on_dead_letter))
 
     def _consumer(self, handler: AnswerHandler) -> Callable[[AbstractIncomingMessage], Any]:
+        in_order = KeyedLock()
+
         async def consume(message: AbstractIncomingMessage) -> None:
             answer = Answer(
                 job_id=message.correlation_id,
@@ -142,7 +168,10 @@ class Broker:
                 headers=dict(message.headers or {}),
             )
             try:
-                await handler(answer)
+                # Deliveries are handled concurrently, but one job's answers in the order
+                # they arrived: progress stays in order, and the first terminal one wins.
+                async with in_order(answer.job_id or ""):
+                    await handler(answer)
             except Exception:
                 # The store could not take it: leave it to RabbitMQ, to come back later.
                 log.exception("answer for job %s not stored; requeued", answer.job_id)

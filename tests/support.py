@@ -1,0 +1,134 @@
+"""Test harness: a private RabbitMQ node, gateways served by uvicorn on free ports, and
+contract folders with per-test operation names so tests never share a queue."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import httpx
+import orjson
+import uvicorn
+
+from gateway.app import create_app
+from gateway.config import Settings
+from gateway.service import GatewayService
+
+ROOT = Path(__file__).resolve().parent.parent
+BROKER_SCRIPT = ROOT / "deploy" / "rabbitmq-local.sh"
+EXAMPLE_CONTRACTS = ROOT / "schemas" / "ops"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class RabbitNode:
+    """A RabbitMQ node of the tests' own, started with deploy/rabbitmq-local.sh."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.port = free_port()
+        self.env = {
+            **os.environ,
+            "RABBITMQ_LOCAL_DIR": str(directory),
+            "RABBITMQ_LOCAL_PORT": str(self.port),
+            "RABBITMQ_LOCAL_DIST_PORT": str(free_port()),
+            "RABBITMQ_LOCAL_EPMD_PORT": str(free_port()),
+            "RABBITMQ_LOCAL_NODENAME": f"gateway-test-{os.getpid()}",
+        }
+        self.url = f"amqp://guest:guest@127.0.0.1:{self.port}/"
+
+    def _script(self, command: str) -> None:
+        subprocess.run([str(BROKER_SCRIPT), command], env=self.env, check=True)
+
+    def start(self) -> None:
+        self._script("start")
+
+    def stop(self) -> None:
+        self._script("stop")
+
+    def kill(self) -> None:
+        """SIGKILL the node (no goodbye to clients)."""
+        pid = int((self.directory / "rabbitmq.pid").read_text().strip())
+        os.kill(pid, signal.SIGKILL)
+
+
+def contracts_for_test(directory: Path, prefix: str) -> dict[str, str]:
+    """Copy the example contracts under `prefix.`-names; map example name -> test name."""
+    directory.mkdir(parents=True, exist_ok=True)
+    names = {}
+    for path in EXAMPLE_CONTRACTS.glob("*.json"):
+        op = path.name.removesuffix(".json")
+        names[op] = f"{prefix}.{op}"
+        shutil.copy(path, directory / f"{prefix}.{op}.json")
+    return names
+
+
+def add_contract(directory: Path, op: str, document: dict[str, object]) -> None:
+    (directory / f"{op}.json").write_bytes(orjson.dumps(document))
+
+
+@dataclass
+class RunningGateway:
+    settings: Settings
+    url: str
+    service: GatewayService
+    ops: dict[str, str]
+
+    def op(self, example_name: str) -> str:
+        return self.ops[example_name]
+
+    def client(self, **kwargs: object) -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=self.url, timeout=60, **kwargs)  # type: ignore[arg-type]
+
+
+@asynccontextmanager
+async def serve_gateway(
+    settings: Settings, ops: dict[str, str], *, wait_for_broker: bool = True
+) -> AsyncIterator[RunningGateway]:
+    """Serve a gateway on a free port until the block ends; waits for the broker link."""
+    app = create_app(settings)
+    service: GatewayService = app.state.service
+    # A socket already listening takes connections at once; uvicorn serves them once its
+    # start-up is done, so nobody has to poll for "started".
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(1024)
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        if wait_for_broker:
+            assert await service.broker.wait_ready(30), "gateway did not connect to RabbitMQ"
+        yield RunningGateway(settings, f"http://127.0.0.1:{port}", service, ops)
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()
+
+
+def make_settings(
+    tmp: Path, broker_url: str, **overrides: object
+) -> tuple[Settings, dict[str, str]]:
+    prefix = "t" + secrets.token_hex(4)
+    contracts = tmp / "contracts"
+    ops = contracts_for_test(contracts, prefix)
+    settings = Settings(
+        broker_url=broker_url,
+        contracts_dir=contracts,
+        store_url=f"sqlite:///{tmp / 'store.sqlite3'}",
+    )
+    return replace(settings, **overrides), ops  # type: ignore[arg-type]
