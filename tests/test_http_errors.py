@@ -3,12 +3,11 @@ changes nothing."""
 
 from __future__ import annotations
 
+import orjson
 import pytest
 from jsonschema import Draft7Validator
 
 from tests.support import ROOT, RunningGateway
-
-import orjson
 
 ERROR_SCHEMA = Draft7Validator(orjson.loads((ROOT / "schemas/wire/error.json").read_bytes()))
 
