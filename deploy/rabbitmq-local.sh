@@ -51,15 +51,9 @@ CONF
 
 install() {
     [ -x "$bin/rabbitmq-server" ] && return 0
-    if [ "$(id -u)" != 0 ]; then
-        echo "rabbitmq-server is not installed; run as root, or: sudo apt-get install rabbitmq-server" >&2
-        exit 1
-    fi
     echo "installing rabbitmq-server from the distribution's packages ..." >&2
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq >&2
-    apt-get install -y -qq --no-install-recommends rabbitmq-server >&2
-    # The package may start a system node; ours uses other ports and does not need it.
+    # The package may start a system node; ours uses other ports and does not disturb it.
+    "$here/install-system-deps.sh" rabbitmq-server >&2
 }
 
 status() {

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# `make run`: RabbitMQ (yours, if GATEWAY_BROKER_URL reaches one; else a project-local
+# node), the gateway on GATEWAY_PORT (default 8000), and the example workers.
+# Ctrl-C stops the gateway and workers; the local node keeps running
+# (deploy/rabbitmq-local.sh stop ends it).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bin=.venv/bin
+port=${GATEWAY_PORT:-8000}
+
+reachable() {  # is there an AMQP listener at this URL?
+    "$bin/python" - "$1" <<'PY'
+import socket, sys, urllib.parse
+u = urllib.parse.urlsplit(sys.argv[1])
+try:
+    socket.create_connection((u.hostname or "127.0.0.1", u.port or 5672), timeout=2).close()
+except OSError:
+    sys.exit(1)
+PY
+}
+
+if [ -n "${GATEWAY_BROKER_URL:-}" ] && reachable "$GATEWAY_BROKER_URL"; then
+    echo "using RabbitMQ at GATEWAY_BROKER_URL" >&2
+else
+    [ -n "${GATEWAY_BROKER_URL:-}" ] && echo "GATEWAY_BROKER_URL is not reachable; starting a local node" >&2
+    deploy/rabbitmq-local.sh start
+    GATEWAY_BROKER_URL=$(deploy/rabbitmq-local.sh url)
+fi
+export GATEWAY_BROKER_URL
+
+pids=()
+cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
+trap cleanup EXIT INT TERM
+
+"$bin/gateway" serve --port "$port" &
+pids+=($!)
+for worker in examples/workers/math_add.py examples/workers/report_generate.py examples/workers/echo.py; do
+    "$bin/python" "$worker" &
+    pids+=($!)
+done
+
+for _ in $(seq 100); do
+    curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break
+    sleep 0.2
+done
+cat <<MSG
+
+The gateway is up on http://127.0.0.1:$port with workers for math.add, report.generate and echo.
+Try:
+  curl -s -H 'Content-Type: application/json' -d '{"a": 2, "b": 3}' 'http://127.0.0.1:$port/v1/ops/math.add?wait=5'
+  curl -si -H 'Content-Type: application/json' -d '{"title": "Q3", "sections": 4}' http://127.0.0.1:$port/v1/ops/report.generate
+  curl -s "http://127.0.0.1:$port\$LOCATION?wait=30"      # LOCATION from the line above
+Press Ctrl-C to stop.
+MSG
+wait -n "${pids[@]}"
