@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import aio_pika
+import orjson
 from aio_pika.abc import (
     AbstractChannel,
+    AbstractExchange,
     AbstractIncomingMessage,
     AbstractQueue,
     AbstractRobustConnection,
@@ -33,6 +36,7 @@ log = logging.getLogger("gateway.broker")
 ANSWERS_QUEUE = "gateway.answers"
 DEAD_LETTER_EXCHANGE = "gateway.dead-letter"
 DEAD_LETTER_QUEUE = "gateway.dead-letters"
+CANCEL_EXCHANGE = "gateway.cancel"
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +106,7 @@ class Broker:
         self.reconnect_interval = reconnect_interval
         self._connection: AbstractRobustConnection | None = None
         self._publisher: AbstractChannel | None = None
+        self._cancel_exchange: AbstractExchange | None = None
         self._ready = asyncio.Event()
         self._starting: asyncio.Task[None] | None = None
 
@@ -129,6 +134,9 @@ class Broker:
         )
         self._publisher = await self._connection.channel(
             publisher_confirms=True, on_return_raises=True
+        )
+        self._cancel_exchange = await self._publisher.declare_exchange(
+            CANCEL_EXCHANGE, aio_pika.ExchangeType.FANOUT, durable=True
         )
         consumer = await self._connection.channel()
         await consumer.set_qos(prefetch_count=self.prefetch)
@@ -184,7 +192,13 @@ class Broker:
         return consume
 
     async def publish_request(
-        self, contract: Contract, job_id: str, body: bytes, *, attempt: int = 1
+        self,
+        contract: Contract,
+        job_id: str,
+        body: bytes,
+        *,
+        deadline_at: float | None = None,
+        attempt: int = 1,
     ) -> None:
         """Publish a job's request and wait for RabbitMQ's confirm; 503 if it cannot."""
         channel = self._publisher
@@ -193,6 +207,15 @@ class Broker:
                 "the message broker is not reachable", code="broker_unavailable"
             )
         durable = contract.settings.durability == "durable"
+        headers: JSONObject = {
+            "x-attempt": attempt,
+            "x-lease-seconds": contract.settings.lease_seconds,
+        }
+        expiration = None
+        if deadline_at is not None:
+            # RabbitMQ dead-letters the request if no worker took it by the deadline.
+            headers["x-deadline"] = int(deadline_at * 1000)  # epoch milliseconds
+            expiration = max(deadline_at - time.time(), 0.001)
         message = aio_pika.Message(
             body,
             content_type="application/json",
@@ -205,7 +228,8 @@ class Broker:
                 if durable
                 else aio_pika.DeliveryMode.NOT_PERSISTENT
             ),
-            headers={"x-attempt": attempt},
+            headers=headers,
+            expiration=expiration,
         )
         try:
             await channel.default_exchange.publish(
@@ -225,6 +249,25 @@ class Broker:
             raise ServiceUnavailable(
                 "the message broker did not confirm the request", code="broker_unavailable"
             ) from exc
+
+    async def publish_cancel(self, job_id: str, op: str) -> None:
+        """Tell workers (who listen on the cancel fanout) that a job was cancelled."""
+        exchange = self._cancel_exchange
+        if exchange is None or not self.ready:
+            raise ServiceUnavailable(
+                "the message broker is not reachable", code="broker_unavailable"
+            )
+        await exchange.publish(
+            aio_pika.Message(
+                orjson.dumps({"job_id": job_id, "op": op}),
+                content_type="application/json",
+                correlation_id=job_id,
+                type="cancel",
+            ),
+            routing_key="",
+            mandatory=False,
+            timeout=self.publish_timeout,
+        )
 
     async def close(self) -> None:
         if self._starting is not None and not self._starting.done():

@@ -20,3 +20,14 @@ class Settings:
     """`?wait=N` and `Prefer: wait=N` are capped at this, so no request is held forever."""
     publish_timeout_seconds: float = 5.0
     """How long a request waits for RabbitMQ's confirm before it answers 503."""
+    max_waiters: int = 10_000
+    """Long-polls and streams one process holds at once; more are refused with 503."""
+    sweep_interval_seconds: float = 1.0
+    """How often deadlines, worker leases and retention are checked."""
+    sse_ping_seconds: float = 15.0
+    """Heartbeat comments on idle event streams, so proxies keep them open."""
+    sse_send_timeout_seconds: float = 30.0
+    """A stream whose client takes longer than this to take one event is closed (it
+    resumes with Last-Event-ID): a slow client cannot make the gateway buffer."""
+    sse_retry_ms: int = 2000
+    """The `retry:` hint sent to EventSource clients."""

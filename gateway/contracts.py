@@ -34,6 +34,7 @@ SETTINGS_SCHEMA: JSONObject = {
         "durability": {"enum": ["durable", "light"]},
         "max_queue_length": {"type": "integer", "minimum": 1},
         "deadline_seconds": {"type": "number", "exclusiveMinimum": 0},
+        "lease_seconds": {"type": "number", "exclusiveMinimum": 0},
         "retention_seconds": {"type": "number", "exclusiveMinimum": 0},
     },
 }
@@ -48,7 +49,11 @@ class OperationSettings:
     durability: Durability = "durable"
     max_queue_length: int = 100_000
     deadline_seconds: float | None = None
+    """Default deadline of a job; a request may set its own (X-Deadline-Seconds)."""
+    lease_seconds: float = 120.0
+    """A running job whose worker is silent this long fails with `worker_lost`."""
     retention_seconds: float = 7 * 24 * 3600.0
+    """Finished jobs are purged this long after they ended."""
 
     @classmethod
     def from_json(cls, raw: JSONObject) -> OperationSettings:
@@ -60,6 +65,7 @@ class OperationSettings:
             "durability": self.durability,
             "max_queue_length": self.max_queue_length,
             "deadline_seconds": self.deadline_seconds,
+            "lease_seconds": self.lease_seconds,
             "retention_seconds": self.retention_seconds,
         }
 

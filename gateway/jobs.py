@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from gateway.types import JSON, TERMINAL_EVENTS, TERMINAL_STATUSES, EventType, JSONObject, Status
@@ -64,7 +64,8 @@ class Job:
     progress: JSON = None
     idempotency_key: str | None = None
     request_hash: str | None = None
-    extra: JSONObject = field(default_factory=dict)
+    deadline_at: float | None = None
+    """When the job expires if it has not ended (epoch seconds)."""
 
     @property
     def terminal(self) -> bool:
@@ -85,15 +86,22 @@ class Job:
             body["error"] = self.error
         if self.progress is not None:
             body["progress"] = self.progress
+        if self.deadline_at is not None:
+            body["deadline"] = isoformat(self.deadline_at)
         return body
 
 
 def new_job(
-    op: str, *, idempotency_key: str | None = None, request_hash: str | None = None
+    op: str,
+    *,
+    idempotency_key: str | None = None,
+    request_hash: str | None = None,
+    deadline_seconds: float | None = None,
 ) -> tuple[Job, Event]:
     """A fresh job and its first event, `queued` (seq 1)."""
     ts = now()
     job = Job(
+        deadline_at=None if deadline_seconds is None else ts + deadline_seconds,
         id=new_job_id(),
         op=op,
         status="queued",

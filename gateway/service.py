@@ -6,8 +6,11 @@ validate -> store job -> publish (confirm) -> ... -> consume answer -> store eve
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import logging
+import time
 
 import orjson
 
@@ -15,9 +18,9 @@ from gateway.answers import Outcome, dead_letter_outcome, interpret
 from gateway.broker import Answer, Broker
 from gateway.config import Settings
 from gateway.contracts import Contract, ContractRegistry
-from gateway.errors import Conflict, NotFound
+from gateway.errors import Conflict, NotFound, ServiceUnavailable
 from gateway.hub import Hub
-from gateway.jobs import Event, Job, new_job
+from gateway.jobs import Event, Job, error_body, new_job
 from gateway.metrics import Metrics
 from gateway.store import JobStore
 from gateway.types import JSON
@@ -45,12 +48,18 @@ class GatewayService:
             publish_timeout=settings.publish_timeout_seconds,
         )
         self.metrics.watch(lambda: self.broker.ready, lambda: self.hub.waiting)
+        self._sweeper: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await self.store.open()
         self.broker.start()
+        self._sweeper = asyncio.create_task(self._sweep_forever(), name="sweeper")
 
     async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
         await self.broker.close()
         await self.store.close()
 
@@ -62,14 +71,25 @@ class GatewayService:
 
     # -- accepting work -------------------------------------------------------------
 
-    async def submit(self, contract: Contract, body: JSON, idempotency_key: str | None) -> Job:
+    async def submit(
+        self,
+        contract: Contract,
+        body: JSON,
+        idempotency_key: str | None = None,
+        deadline_seconds: float | None = None,
+    ) -> Job:
         """Store the job, publish its request, return once RabbitMQ confirmed it.
 
         Raises 503 (and forgets the job) if the broker does not confirm; 409 if the
         idempotency key names a job with another request.
         """
         fingerprint = request_hash(body) if idempotency_key is not None else None
-        job, first = new_job(contract.op, idempotency_key=idempotency_key, request_hash=fingerprint)
+        job, first = new_job(
+            contract.op,
+            idempotency_key=idempotency_key,
+            request_hash=fingerprint,
+            deadline_seconds=deadline_seconds or contract.settings.deadline_seconds,
+        )
         raw = orjson.dumps(body)
         created = await self.store.create(job, first, raw)
         if not created.created:
@@ -82,12 +102,16 @@ class GatewayService:
             if created.published:
                 return existing
             # Stored but never confirmed (a crash or 503 in between): publish it now.
-            await self.broker.publish_request(contract, existing.id, created.request, attempt=2)
+            await self.broker.publish_request(
+                contract, existing.id, created.request, deadline_at=existing.deadline_at, attempt=2
+            )
             await self.store.mark_published(existing.id)
             return existing
         try:
             with self.metrics.publish_seconds.time():
-                await self.broker.publish_request(contract, job.id, raw)
+                await self.broker.publish_request(
+                    contract, job.id, raw, deadline_at=job.deadline_at
+                )
         except BaseException:
             # The client never learns this id, so nothing may remain of it.
             await self.store.discard(job.id)
@@ -104,8 +128,18 @@ class GatewayService:
             raise NotFound(f"no job with id {job_id!r}", code="job_not_found")
         return job
 
+    def check_capacity(self) -> None:
+        """Refuse one more waiter when the process holds as many as it may."""
+        if self.hub.waiting >= self.settings.max_waiters:
+            raise ServiceUnavailable(
+                "too many requests are waiting on this gateway; retry shortly",
+                code="too_many_waiters",
+                retry_after=2,
+            )
+
     async def wait_for_job(self, job_id: str, timeout: float, after: int | None = None) -> Job:
         """The job once it is terminal (or has an event past `after`), or after `timeout`."""
+        self.check_capacity()
 
         def done(job: Job | None) -> bool:
             if job is None or job.terminal:
@@ -120,9 +154,34 @@ class GatewayService:
     async def wait_for_events(self, job_id: str, after: int, timeout: float) -> list[Event]:
         """Events past `after`, waiting up to `timeout` for the first one."""
         await self.job(job_id)
+        if timeout > 0:
+            self.check_capacity()
         return await self.hub.wait_until(
             job_id, lambda: self.store.events(job_id, after), bool, timeout
         )
+
+    # -- cancelling -------------------------------------------------------------------------
+
+    async def cancel(self, job_id: str) -> Job:
+        """Cancel a job that has not ended; a finished job is left as it is (409)."""
+        recorded = await self.store.record(
+            job_id, "cancelled", error_body("cancelled", "the job was cancelled by a client")
+        )
+        if recorded is None:
+            raise NotFound(f"no job with id {job_id!r}", code="job_not_found")
+        job = recorded.job
+        if recorded.event is None:
+            if job.status == "cancelled":
+                return job  # cancelling twice is fine
+            raise Conflict(f"the job has already ended ({job.status})", code="job_finished")
+        self.hub.notify(job_id)
+        self.metrics.jobs_finished.labels(job.op, "cancelled").inc()
+        try:
+            await self.broker.publish_cancel(job_id, job.op)
+        except Exception:
+            # The job is cancelled regardless; its worker may just do the work in vain.
+            log.warning("job %s: cancel notice not published", job_id, exc_info=True)
+        return job
 
     # -- answers from workers -------------------------------------------------------------
 
@@ -136,8 +195,20 @@ class GatewayService:
             log.warning("answer for unknown job %s dropped", answer.job_id)
             self.metrics.answers.labels("unknown_job").inc()
             return
-        outcome = interpret(answer, self.contract(job.op))
-        await self._record(job, outcome)
+        contract = self.contracts.get(job.op)
+        if contract is None:
+            log.warning(
+                "answer for job %s of operation %s, no longer served, dropped", job.id, job.op
+            )
+            self.metrics.answers.labels("unknown_op").inc()
+            return
+        lease_until = time.time() + contract.settings.lease_seconds
+        if answer.type == "heartbeat":
+            # Proof of life for a long job: extends the lease, adds no event.
+            await self.store.touch(job.id, lease_until)
+            self.metrics.answers.labels("heartbeat").inc()
+            return
+        await self._record(job, interpret(answer, contract), lease_until=lease_until)
 
     async def on_dead_letter(self, answer: Answer) -> None:
         job = await self.store.get(answer.job_id) if answer.job_id else None
@@ -146,11 +217,15 @@ class GatewayService:
             return
         await self._record(job, dead_letter_outcome(answer))
 
-    async def _record(self, job: Job, outcome: Outcome | None) -> None:
+    async def _record(
+        self, job: Job, outcome: Outcome | None, *, lease_until: float | None = None
+    ) -> None:
         if outcome is None:
             self.metrics.answers.labels("dropped").inc()
             return
-        recorded = await self.store.record(job.id, outcome.type, outcome.data)
+        recorded = await self.store.record(
+            job.id, outcome.type, outcome.data, lease_until=lease_until
+        )
         if recorded is None or recorded.event is None:
             log.info("job %s: %s answer after the job ended ignored", job.id, outcome.type)
             self.metrics.answers.labels("ignored").inc()
@@ -159,3 +234,41 @@ class GatewayService:
         if recorded.job.terminal:
             self.metrics.jobs_finished.labels(job.op, recorded.job.status).inc()
         self.hub.notify(job.id)
+
+    # -- deadlines, leases, retention ---------------------------------------------------
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.sweep_interval_seconds)
+            try:
+                await self.sweep()
+            except Exception:
+                log.exception(
+                    "sweep failed; trying again in %ss", self.settings.sweep_interval_seconds
+                )
+
+    async def sweep(self, now: float | None = None) -> None:
+        """Expire jobs past their deadline, fail jobs whose worker went silent past its
+        lease, and purge finished jobs past their retention. Safe on many instances at
+        once: the store records only the first terminal event."""
+        now = time.time() if now is None else now
+        for job_id, why in await self.store.overdue(now):
+            job = await self.store.get(job_id)
+            if job is None:
+                continue
+            if why == "deadline":
+                outcome = Outcome(
+                    "expired", error_body("expired", "the job did not finish by its deadline")
+                )
+            else:
+                outcome = Outcome(
+                    "error",
+                    error_body(
+                        "worker_lost",
+                        "the worker fell silent past its lease "
+                        f"({self.contract(job.op).settings.lease_seconds:g} s without an answer)",
+                    ),
+                )
+            await self._record(job, outcome)
+        for contract in self.contracts.values():
+            await self.store.purge(contract.op, now - contract.settings.retention_seconds)

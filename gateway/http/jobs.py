@@ -1,4 +1,4 @@
-"""`/v1/jobs/{id}`: a job, and its events as long-poll JSON."""
+"""`/v1/jobs/{id}`: a job, cancelling it, and its events (long-poll JSON or SSE)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway.http.ops import service_of
-from gateway.http.params import after_seq, wait_seconds
+from gateway.http.params import after_seq, resume_after, wait_seconds
 from gateway.http.responses import ORJSONResponse
+from gateway.http.stream import event_stream, wants_event_stream
 
 
 async def get_job(request: Request) -> Response:
@@ -26,6 +27,8 @@ async def get_job(request: Request) -> Response:
 async def get_events(request: Request) -> Response:
     service = service_of(request)
     job_id = request.path_params["job_id"]
+    if wants_event_stream(request):
+        return await event_stream(service, job_id, resume_after(request))
     wait = wait_seconds(request, service.settings.max_wait_seconds) or 0.0
     after = after_seq(request) or 0
     events = await service.wait_for_events(job_id, after, wait)
@@ -37,7 +40,13 @@ async def get_events(request: Request) -> Response:
     )
 
 
+async def cancel_job(request: Request) -> Response:
+    job = await service_of(request).cancel(request.path_params["job_id"])
+    return ORJSONResponse(job.to_json())
+
+
 routes = [
     Route("/v1/jobs/{job_id}", get_job, methods=["GET"]),
+    Route("/v1/jobs/{job_id}", cancel_job, methods=["DELETE"]),
     Route("/v1/jobs/{job_id}/events", get_events, methods=["GET"]),
 ]

@@ -8,7 +8,7 @@ from starlette.routing import Route
 
 from gateway.contracts import Contract
 from gateway.errors import BadRequest
-from gateway.http.params import read_json_body, wait_seconds
+from gateway.http.params import deadline_seconds, read_json_body, wait_seconds
 from gateway.http.responses import ORJSONResponse
 from gateway.service import GatewayService
 from gateway.types import JSONObject
@@ -36,8 +36,9 @@ async def list_ops(request: Request) -> Response:
 
 
 async def get_op(request: Request) -> Response:
+    """The contract file, with `x-gateway` showing every setting in force."""
     contract = service_of(request).contract(request.path_params["op"])
-    return ORJSONResponse(contract.document)
+    return ORJSONResponse({**contract.document, "x-gateway": contract.settings.to_json()})
 
 
 async def submit(request: Request) -> Response:
@@ -45,6 +46,7 @@ async def submit(request: Request) -> Response:
     settings = service.settings
     contract = service.contract(request.path_params["op"])
     wait = wait_seconds(request, settings.max_wait_seconds, prefer=True)
+    deadline = deadline_seconds(request)
     key = request.headers.get("idempotency-key")
     if key is not None and not 0 < len(key) <= MAX_IDEMPOTENCY_KEY:
         raise BadRequest(
@@ -53,7 +55,7 @@ async def submit(request: Request) -> Response:
         )
     body = await read_json_body(request, settings.max_body_bytes)
     contract.validate_request(body)
-    job = await service.submit(contract, body, key)
+    job = await service.submit(contract, body, key, deadline)
     headers = {"Location": f"/v1/jobs/{job.id}"}
     if wait:
         job = await service.wait_for_job(job.id, wait)

@@ -81,3 +81,26 @@ def after_seq(request: Request) -> int | None:
             code="invalid_parameter",
         )
     return int(raw)
+
+
+def deadline_seconds(request: Request) -> float | None:
+    """`X-Deadline-Seconds: N`: the job expires unless it ends within N seconds."""
+    raw = request.headers.get("x-deadline-seconds")
+    if raw is None:
+        return None
+    value = _number("X-Deadline-Seconds", raw)
+    if value == 0:
+        raise BadRequest("X-Deadline-Seconds must be more than 0", code="invalid_parameter")
+    return value
+
+
+def resume_after(request: Request) -> int:
+    """Where an event stream resumes: `Last-Event-ID` (a reconnect) wins over `?after=`."""
+    raw = request.headers.get("last-event-id")
+    if raw is not None and raw.strip():
+        if not SEQ.match(raw.strip()):
+            raise BadRequest(
+                f"Last-Event-ID must be an event number, not {raw!r}", code="invalid_parameter"
+            )
+        return int(raw)
+    return after_seq(request) or 0

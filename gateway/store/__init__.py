@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from gateway.store.base import Created, JobStore, Recorded
+from gateway.store.base import Created, JobStore, Overdue, Recorded
 from gateway.store.sqlite import SQLiteStore
 
-__all__ = ["Created", "JobStore", "Recorded", "SQLiteStore", "open_store"]
+__all__ = ["Created", "JobStore", "Overdue", "Recorded", "SQLiteStore", "open_store"]
 
 
 def open_store(url: str) -> JobStore:

@@ -9,9 +9,13 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import Literal
 
 from gateway.jobs import Event, Job
 from gateway.types import JSON, EventType
+
+Overdue = Literal["deadline", "lease"]
+"""Why a sweep found a job overdue: past its deadline, or its worker's lease lapsed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,8 +61,23 @@ class JobStore(ABC):
     async def get(self, job_id: str) -> Job | None: ...
 
     @abstractmethod
-    async def record(self, job_id: str, type: EventType, data: JSON) -> Recorded | None:
-        """Apply an event to a job; None if there is no such job."""
+    async def record(
+        self, job_id: str, type: EventType, data: JSON, *, lease_until: float | None = None
+    ) -> Recorded | None:
+        """Apply an event to a job; None if there is no such job. `lease_until`, if given,
+        is when the job's worker counts as lost unless it answers again."""
+
+    @abstractmethod
+    async def touch(self, job_id: str, lease_until: float) -> bool:
+        """Extend a running job's lease (a worker's heartbeat); False if not running."""
+
+    @abstractmethod
+    async def overdue(self, now: float, limit: int = 500) -> list[tuple[str, Overdue]]:
+        """Unfinished jobs past their deadline, and running jobs past their lease."""
+
+    @abstractmethod
+    async def purge(self, op: str, finished_before: float, limit: int = 1000) -> int:
+        """Delete finished jobs of `op` (and their events) last updated before the time."""
 
     @abstractmethod
     async def events(self, job_id: str, after: int = 0, limit: int = 1000) -> list[Event]:

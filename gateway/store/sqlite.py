@@ -16,11 +16,12 @@ from typing import Any, TypeVar
 import orjson
 
 from gateway.jobs import Event, Job, apply
-from gateway.store.base import Created, JobStore, Recorded
+from gateway.store.base import Created, JobStore, Overdue, Recorded
 from gateway.types import JSON, EventType
 
 T = TypeVar("T")
 
+SCHEMA_VERSION = 1
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY,
@@ -35,10 +36,18 @@ CREATE TABLE IF NOT EXISTS jobs (
     idempotency_key TEXT,
     request_hash TEXT,
     request BLOB NOT NULL,
-    published INTEGER NOT NULL DEFAULT 0
+    published INTEGER NOT NULL DEFAULT 0,
+    deadline_at REAL,
+    lease_until REAL
 );
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency ON jobs (op, idempotency_key)
     WHERE idempotency_key IS NOT NULL;
+CREATE INDEX IF NOT EXISTS jobs_deadline ON jobs (deadline_at)
+    WHERE deadline_at IS NOT NULL AND status IN ('queued', 'running');
+CREATE INDEX IF NOT EXISTS jobs_lease ON jobs (lease_until)
+    WHERE lease_until IS NOT NULL AND status = 'running';
+CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (op, updated_at)
+    WHERE status IN ('succeeded', 'failed', 'cancelled', 'expired');
 CREATE TABLE IF NOT EXISTS events (
     job_id TEXT NOT NULL,
     seq INTEGER NOT NULL,
@@ -51,7 +60,7 @@ CREATE TABLE IF NOT EXISTS events (
 
 JOB_COLUMNS = (
     "id, op, status, seq, created_at, updated_at, result, error, progress, "
-    "idempotency_key, request_hash"
+    "idempotency_key, request_hash, deadline_at"
 )
 
 
@@ -76,6 +85,7 @@ def _job(row: tuple[Any, ...]) -> Job:
         progress=_load(row[8]),
         idempotency_key=row[9],
         request_hash=row[10],
+        deadline_at=row[11],
     )
 
 
@@ -120,7 +130,18 @@ class SQLiteStore(JobStore):
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(f"PRAGMA synchronous={self.synchronous}")
             db.execute("PRAGMA busy_timeout=5000")
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            has_tables = db.execute(
+                "SELECT count(*) FROM sqlite_master WHERE name = 'jobs'"
+            ).fetchone()[0]
+            if has_tables and version != SCHEMA_VERSION:
+                db.close()
+                raise RuntimeError(
+                    f"{self.path}: job store schema version {version}, this gateway needs "
+                    f"{SCHEMA_VERSION}; move the file away to start afresh"
+                )
             db.executescript(SCHEMA)
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             self._db = db
 
         await asyncio.get_running_loop().run_in_executor(self._executor, connect)
@@ -146,9 +167,9 @@ class SQLiteStore(JobStore):
                     (job.op, job.idempotency_key),
                 ).fetchone()
                 if row is not None:
-                    return Created(_job(row), False, row[11], bool(row[12]))
+                    return Created(_job(row), False, row[12], bool(row[13]))
             db.execute(
-                f"INSERT INTO jobs ({JOB_COLUMNS}, request) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                f"INSERT INTO jobs ({JOB_COLUMNS}, request) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     job.id,
                     job.op,
@@ -161,6 +182,7 @@ class SQLiteStore(JobStore):
                     _dump(job.progress),
                     job.idempotency_key,
                     job.request_hash,
+                    job.deadline_at,
                     request,
                 ),
             )
@@ -195,7 +217,9 @@ class SQLiteStore(JobStore):
 
         return await self._run(get)
 
-    async def record(self, job_id: str, type: EventType, data: JSON) -> Recorded | None:
+    async def record(
+        self, job_id: str, type: EventType, data: JSON, *, lease_until: float | None = None
+    ) -> Recorded | None:
         def record(db: sqlite3.Connection) -> Recorded | None:
             row = db.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
             if row is None:
@@ -208,7 +232,7 @@ class SQLiteStore(JobStore):
             self._insert_event(db, event)
             db.execute(
                 "UPDATE jobs SET status = ?, seq = ?, updated_at = ?, result = ?, error = ?, "
-                "progress = ? WHERE id = ?",
+                "progress = ?, lease_until = coalesce(?, lease_until) WHERE id = ?",
                 (
                     job.status,
                     job.seq,
@@ -216,6 +240,7 @@ class SQLiteStore(JobStore):
                     _dump(job.result),
                     _dump(job.error),
                     _dump(job.progress),
+                    lease_until,
                     job.id,
                 ),
             )
@@ -233,3 +258,42 @@ class SQLiteStore(JobStore):
             return [Event(r[0], r[1], r[2], _load(r[3]), r[4]) for r in rows]
 
         return await self._run(events)
+
+    async def touch(self, job_id: str, lease_until: float) -> bool:
+        def touch(db: sqlite3.Connection) -> bool:
+            cursor = db.execute(
+                "UPDATE jobs SET lease_until = ? WHERE id = ? AND status = 'running'",
+                (lease_until, job_id),
+            )
+            return cursor.rowcount > 0
+
+        return await self._run(touch)
+
+    async def overdue(self, now: float, limit: int = 500) -> list[tuple[str, Overdue]]:
+        def overdue(db: sqlite3.Connection) -> list[tuple[str, Overdue]]:
+            rows = db.execute(
+                "SELECT id, 'deadline' FROM jobs WHERE deadline_at < ? "
+                "AND status IN ('queued', 'running') "
+                "UNION ALL SELECT id, 'lease' FROM jobs WHERE lease_until < ? "
+                "AND status = 'running' LIMIT ?",
+                (now, now, limit),
+            ).fetchall()
+            return [(r[0], r[1]) for r in rows]
+
+        return await self._run(overdue)
+
+    async def purge(self, op: str, finished_before: float, limit: int = 1000) -> int:
+        def purge(db: sqlite3.Connection) -> int:
+            ids = [
+                (r[0],)
+                for r in db.execute(
+                    "SELECT id FROM jobs WHERE op = ? AND updated_at < ? "
+                    "AND status IN ('succeeded', 'failed', 'cancelled', 'expired') LIMIT ?",
+                    (op, finished_before, limit),
+                )
+            ]
+            db.executemany("DELETE FROM events WHERE job_id = ?", ids)
+            db.executemany("DELETE FROM jobs WHERE id = ?", ids)
+            return len(ids)
+
+        return await self._run(purge)

@@ -1,0 +1,63 @@
+"""`GET /v1/jobs/{id}/events` as Server-Sent Events.
+
+Replays what the client has not seen (after `Last-Event-ID`, or `?after=` on a first
+connect), then goes live, without a gap or a duplicate because both come from the stored,
+numbered log; ends after the terminal event. sse-starlette runs the heartbeat, the send
+timeout and the disconnect watch as sibling tasks: a client too slow to take an event
+within the send timeout is disconnected (and resumes by Last-Event-ID), so nothing is
+buffered without bound.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import orjson
+from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gateway.service import GatewayService
+from gateway.types import TERMINAL_EVENTS
+
+IDLE_RECHECK_SECONDS = 3600.0
+
+
+def wants_event_stream(request: Request) -> bool:
+    return "text/event-stream" in request.headers.get("accept", "")
+
+
+async def frames(
+    service: GatewayService, job_id: str, after: int
+) -> AsyncIterator[ServerSentEvent]:
+    retry = service.settings.sse_retry_ms
+    yield ServerSentEvent(comment="stream of job " + job_id, retry=retry)
+    cursor = after
+    with service.hub.watch(job_id) as watch:
+        while True:
+            watch.arm()
+            events = await service.store.events(job_id, cursor)
+            for event in events:
+                yield ServerSentEvent(
+                    data=orjson.dumps(event.data).decode(), event=event.type, id=str(event.seq)
+                )
+                cursor = event.seq
+                if event.type in TERMINAL_EVENTS:
+                    return
+            if not events:
+                job = await service.store.get(job_id)
+                if job is None or (job.terminal and cursor >= job.seq):
+                    return  # purged, or the client already has the end
+                await watch.sleep(IDLE_RECHECK_SECONDS)
+
+
+async def event_stream(service: GatewayService, job_id: str, after: int) -> Response:
+    await service.job(job_id)  # a 404 must come before the 200 of a stream
+    service.check_capacity()
+    settings = service.settings
+    return EventSourceResponse(
+        frames(service, job_id, after),
+        ping=settings.sse_ping_seconds,
+        send_timeout=settings.sse_send_timeout_seconds,
+        headers={"Cache-Control": "no-cache, no-store"},
+    )
