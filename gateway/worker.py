@@ -13,8 +13,16 @@
 A handler gets the request (parsed JSON) and a `JobContext`; it returns the result, or
 raises `JobFailed(code, message)` for an error answer. `await job.progress({...})` sends a
 progress event. Any other exception becomes an error answer with code `worker_error`, so a
-bug fails only its own job. The request is acked after the answer is confirmed by
-RabbitMQ, so a worker killed mid-job leaves the request to be redelivered.
+bug fails only its own job.
+
+Two ways to hold a request (see docs/workers.md):
+- default: the request is acked after the answer is confirmed, so a worker killed mid-job
+  leaves it to be redelivered to another worker;
+- `long_running=True` (hours or days): the worker says `started`, acks at once (RabbitMQ's
+  consumer timeout never fires), then sends heartbeats while the handler runs; if it dies,
+  the gateway fails the job with `worker_lost` once the lease runs out.
+While a handler runs, heartbeats go out every third of the job's lease, a cancel notice
+from the gateway cancels the handler, and the job's deadline bounds it.
 """
 
 from __future__ import annotations
@@ -24,6 +32,8 @@ import contextlib
 import inspect
 import logging
 import signal
+import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +51,9 @@ __all__ = ["JobContext", "JobFailed", "Worker"]
 log = logging.getLogger("gateway.worker")
 
 Handler = Callable[[JSON, "JobContext"], Awaitable[JSON] | JSON]
+CANCEL_EXCHANGE = "gateway.cancel"
+DEFAULT_LEASE_SECONDS = 120.0
+REMEMBERED_CANCELS = 10_000
 
 
 class JobFailed(Exception):
@@ -68,6 +81,17 @@ class JobContext:
     headers: JSONObject
     _answer: Callable[[str, bytes], Awaitable[None]] = field(repr=False)
 
+    @property
+    def deadline(self) -> float | None:
+        """When the job expires (epoch seconds), if it has a deadline."""
+        raw = self.headers.get("x-deadline")
+        return raw / 1000 if isinstance(raw, int | float) else None
+
+    @property
+    def lease_seconds(self) -> float:
+        raw = self.headers.get("x-lease-seconds")
+        return float(raw) if isinstance(raw, int | float) and raw > 0 else DEFAULT_LEASE_SECONDS
+
     async def progress(self, data: JSON) -> None:
         """Send a progress event (it must match the contract's `progress` schema)."""
         await self._answer("progress", orjson.dumps(data))
@@ -76,12 +100,17 @@ class JobContext:
         """Mark the job running (optional; the first progress event does it too)."""
         await self._answer("started", b"null")
 
+    async def heartbeat(self) -> None:
+        """Prove the worker is alive (sent for you while a handler runs)."""
+        await self._answer("heartbeat", b"null")
+
 
 @dataclass
 class _Operation:
     op: str
     handler: Handler
     prefetch: int
+    long_running: bool
 
 
 class Worker:
@@ -90,12 +119,18 @@ class Worker:
         self.prefetch = prefetch
         self._operations: list[_Operation] = []
         self._connection: AbstractRobustConnection | None = None
+        self._running: dict[str, asyncio.Task[JSON]] = {}
+        self._cancelled: OrderedDict[str, None] = OrderedDict()
 
-    def operation(self, op: str, *, prefetch: int | None = None) -> Callable[[Handler], Handler]:
-        """Register `handler` for operation `op`; up to `prefetch` jobs run at once."""
+    def operation(
+        self, op: str, *, prefetch: int | None = None, long_running: bool = False
+    ) -> Callable[[Handler], Handler]:
+        """Register a handler for operation `op`; up to `prefetch` jobs run at once."""
 
         def register(handler: Handler) -> Handler:
-            self._operations.append(_Operation(op, handler, prefetch or self.prefetch))
+            self._operations.append(
+                _Operation(op, handler, prefetch or self.prefetch, long_running)
+            )
             return handler
 
         return register
@@ -104,6 +139,7 @@ class Worker:
         """Consume until cancelled. Waits for the gateway to declare the queues."""
         self._connection = await aio_pika.connect_robust(self.broker_url, reconnect_interval=1)
         try:
+            await self._listen_for_cancels()
             for operation in self._operations:
                 await self._consume(operation)
             log.info("serving %s", ", ".join(o.op for o in self._operations))
@@ -112,6 +148,29 @@ class Worker:
             await asyncio.Future()  # until cancelled
         finally:
             await self._connection.close()
+
+    async def _listen_for_cancels(self) -> None:
+        assert self._connection is not None
+        channel = await self._connection.channel()
+        exchange = await channel.declare_exchange(
+            CANCEL_EXCHANGE, aio_pika.ExchangeType.FANOUT, durable=True
+        )
+        queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+        await queue.bind(exchange)
+
+        async def on_cancel(message: AbstractIncomingMessage) -> None:
+            job_id = message.correlation_id
+            if not job_id:
+                return
+            self._cancelled[job_id] = None
+            while len(self._cancelled) > REMEMBERED_CANCELS:
+                self._cancelled.popitem(last=False)
+            task = self._running.get(job_id)
+            if task is not None:
+                log.info("job %s cancelled by the gateway", job_id)
+                task.cancel()
+
+        await queue.consume(on_cancel, no_ack=True)
 
     async def _consume(self, operation: _Operation) -> None:
         assert self._connection is not None
@@ -126,9 +185,7 @@ class Worker:
                 try:
                     queue = await channel.declare_queue(operation.op, passive=True)
                 except ChannelClosed:
-                    log.info(
-                        "queue %s not declared yet (is the gateway up?); retrying", operation.op
-                    )
+                    log.info("queue %s not declared yet (is the gateway up?)", operation.op)
                     raise
         await channel.set_qos(prefetch_count=operation.prefetch)
 
@@ -153,27 +210,67 @@ class Worker:
             )
 
         job = JobContext(job_id, operation.op, dict(message.headers or {}), answer)
-        try:
-            request = orjson.loads(message.body)
-            result = operation.handler(request, job)
-            if inspect.isawaitable(result):
-                result = await result
-            await answer("result", orjson.dumps(result))
-        except JobFailed as failure:
-            await answer("error", orjson.dumps(failure.body()))
-        except orjson.JSONDecodeError:
-            await answer(
-                "error",
-                orjson.dumps(JobFailed("invalid_request", "the request is not JSON").body()),
-            )
-        except Exception as exc:
-            log.exception("job %s (%s) failed", job_id, operation.op)
-            await answer(
-                "error",
-                orjson.dumps(JobFailed("worker_error", f"{type(exc).__name__}: {exc}").body()),
-            )
+        if job_id in self._cancelled or (job.deadline is not None and job.deadline < time.time()):
+            await message.ack()  # cancelled or expired already: the gateway has said so
+            return
+        if operation.long_running:
+            await job.started()
+            await message.ack()  # from here on the lease, not the unacked message, guards it
+        body = await self._run(operation, job, message.body)
+        if body is not None:
+            await answer(*body)
         # Only now, with the answer confirmed by RabbitMQ, is the request done with.
-        await message.ack()
+        if not operation.long_running:
+            await message.ack()
+
+    async def _run(
+        self, operation: _Operation, job: JobContext, raw: bytes
+    ) -> tuple[str, bytes] | None:
+        """Run the handler; the answer to send, or None if the job was cancelled or expired."""
+
+        async def call() -> JSON:
+            result = operation.handler(orjson.loads(raw), job)
+            return await result if inspect.isawaitable(result) else result
+
+        task = asyncio.create_task(call())
+        self._running[job.id] = task
+        beat = asyncio.create_task(self._heartbeats(job))
+        timeout = None if job.deadline is None else max(job.deadline - time.time(), 0)
+        try:
+            async with asyncio.timeout(timeout):
+                result = await task
+            return "result", orjson.dumps(result)
+        except JobFailed as failure:
+            return "error", orjson.dumps(failure.body())
+        except orjson.JSONDecodeError:
+            return "error", orjson.dumps(
+                JobFailed("invalid_request", "the request is not JSON").body()
+            )
+        except TimeoutError:
+            log.warning("job %s passed its deadline; the gateway expires it", job.id)
+            return None
+        except asyncio.CancelledError:
+            if job.id in self._cancelled and not _current_task_cancelling():
+                return None
+            raise
+        except Exception as exc:
+            log.exception("job %s (%s) failed", job.id, operation.op)
+            return "error", orjson.dumps(
+                JobFailed("worker_error", f"{type(exc).__name__}: {exc}").body()
+            )
+        finally:
+            beat.cancel()
+            task.cancel()
+            self._running.pop(job.id, None)
+
+    async def _heartbeats(self, job: JobContext) -> None:
+        interval = job.lease_seconds / 3
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await job.heartbeat()
+            except Exception:
+                log.warning("job %s: heartbeat not sent", job.id, exc_info=True)
 
     def run(self) -> None:
         """Serve until SIGINT or SIGTERM."""
@@ -190,3 +287,9 @@ class Worker:
                 await task
 
         asyncio.run(main())
+
+
+def _current_task_cancelling() -> bool:
+    """True if the task running us (not the handler) is being cancelled: a shutdown."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0

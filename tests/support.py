@@ -121,14 +121,22 @@ async def serve_gateway(
 
 
 def make_settings(
-    tmp: Path, broker_url: str, **overrides: object
+    tmp: Path,
+    broker_url: str,
+    contracts: dict[str, dict[str, object]] | None = None,
+    **overrides: object,
 ) -> tuple[Settings, dict[str, str]]:
+    """Settings for a test gateway with the example contracts, plus `contracts` (name ->
+    document), all under a fresh prefix; and the map from plain to prefixed names."""
     prefix = "t" + secrets.token_hex(4)
-    contracts = tmp / "contracts"
-    ops = contracts_for_test(contracts, prefix)
+    folder = tmp / "contracts"
+    ops = contracts_for_test(folder, prefix)
+    for name, document in (contracts or {}).items():
+        ops[name] = f"{prefix}.{name}"
+        add_contract(folder, ops[name], document)
     settings = Settings(
         broker_url=broker_url,
-        contracts_dir=contracts,
+        contracts_dir=folder,
         store_url=f"sqlite:///{tmp / 'store.sqlite3'}",
     )
     return replace(settings, **overrides), ops  # type: ignore[arg-type]

@@ -1,4 +1,7 @@
-"""Example worker for `report.generate`: a slow job that reports progress per section."""
+"""Example worker for `report.generate`: a long job that reports progress per section.
+
+`long_running=True`: the worker says `started` and acks at once, then heartbeats keep its
+lease; if it dies the gateway fails the job with `worker_lost` (see docs/workers.md)."""
 
 import asyncio
 import os
@@ -8,11 +11,10 @@ from gateway.worker import Worker
 worker = Worker(os.environ.get("GATEWAY_BROKER_URL", "amqp://guest:guest@127.0.0.1:5673/"))
 
 
-@worker.operation("report.generate")
+@worker.operation("report.generate", long_running=True)
 async def generate(request, job):
     total = request.get("sections", 3)
     pause = request.get("seconds_per_section", 0.5)
-    await job.started()
     sections = []
     for n in range(1, total + 1):
         await asyncio.sleep(pause)
