@@ -7,6 +7,7 @@
 #   deploy/rabbitmq-local.sh stop      # stop it (graceful)
 #   deploy/rabbitmq-local.sh status    # exit 0 when the node runs
 #   deploy/rabbitmq-local.sh url       # print the AMQP URL of the node
+#   deploy/rabbitmq-local.sh ctl ARGS  # rabbitmqctl ARGS against the node
 #
 # Settings (environment): RABBITMQ_LOCAL_DIR (default var/rabbitmq), RABBITMQ_LOCAL_PORT
 # (AMQP, default 5673), RABBITMQ_LOCAL_DIST_PORT (default AMQP+20000),
@@ -88,5 +89,6 @@ case "${1:-}" in
     stop) stop ;;
     status) status ;;
     url) echo "amqp://guest:guest@127.0.0.1:$port/" ;;
-    *) sed -n '2,15p' "$0" >&2; exit 2 ;;
+    ctl) shift; node_env; "$bin/rabbitmqctl" "$@" ;;
+    *) sed -n '2,16p' "$0" >&2; exit 2 ;;
 esac

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
+from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.config import Settings
@@ -16,6 +17,16 @@ from gateway.http.responses import EXCEPTION_HANDLERS
 from gateway.metrics import Metrics
 from gateway.service import GatewayService
 from gateway.store import open_store
+
+
+CORS_REQUEST_HEADERS = [
+    "Authorization",
+    "Content-Type",
+    "Idempotency-Key",
+    "Last-Event-ID",
+    "Prefer",
+    "X-Deadline-Seconds",
+]
 
 
 class CountResponses:
@@ -58,5 +69,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
         lifespan=lifespan,
     )
     app.state.service = service
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=CORS_REQUEST_HEADERS,
+            expose_headers=["Location", "Retry-After", "Preference-Applied"],
+            max_age=600,
+        )
     app.add_middleware(CountResponses, metrics=service.metrics)
     return app

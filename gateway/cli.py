@@ -80,6 +80,15 @@ def main() -> None:
     help="Cap on ?wait= and Prefer: wait=, seconds.",
 )
 @click.option(
+    "--cors-origin",
+    "cors_origins",
+    envvar="GATEWAY_CORS_ORIGINS",
+    multiple=True,
+    show_envvar=True,
+    help="A browser origin allowed to call the API (repeat the flag; in the variable, "
+    "separate them with spaces).",
+)
+@click.option(
     "--log-level",
     envvar="GATEWAY_LOG_LEVEL",
     default="info",
@@ -96,6 +105,7 @@ def serve(host: str, port: int, log_level: str, **settings: object) -> None:
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
+        settings["cors_origins"] = tuple(settings["cors_origins"])  # type: ignore[arg-type]
         app = create_app(Settings(**settings))  # type: ignore[arg-type]
     except (ContractError, ValueError) as exc:
         click.echo(f"gateway: {exc}", err=True)

@@ -31,3 +31,5 @@ class Settings:
     resumes with Last-Event-ID): a slow client cannot make the gateway buffer."""
     sse_retry_ms: int = 2000
     """The `retry:` hint sent to EventSource clients."""
+    cors_origins: tuple[str, ...] = ()
+    """Browser origins allowed to call the API from another origin (none by default)."""

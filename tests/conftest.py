@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from gateway.worker import Worker
+from tests.polyglot import Polyglot, polyglot_gateway
 from tests.support import RabbitNode, RunningGateway, make_settings, serve_gateway
 
 
@@ -45,3 +46,12 @@ async def run_worker(rabbit: RabbitNode) -> AsyncIterator[object]:
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
+
+
+@pytest.fixture(scope="session")
+async def polyglot(
+    rabbit: RabbitNode, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Polyglot]:
+    """One gateway with the example contracts and workers, for the client suites."""
+    async with polyglot_gateway(rabbit, tmp_path_factory.mktemp("polyglot")) as running:
+        yield running

@@ -60,6 +60,29 @@ class RabbitNode:
     def stop(self) -> None:
         self._script("stop")
 
+    def add_vhost(self, name: str) -> str:
+        """A fresh virtual host for guest; its AMQP URL."""
+        subprocess.run(
+            [str(BROKER_SCRIPT), "ctl", "-q", "add_vhost", name], env=self.env, check=True
+        )
+        subprocess.run(
+            [
+                str(BROKER_SCRIPT),
+                "ctl",
+                "-q",
+                "set_permissions",
+                "-p",
+                name,
+                "guest",
+                ".*",
+                ".*",
+                ".*",
+            ],
+            env=self.env,
+            check=True,
+        )
+        return f"{self.url}{name}"
+
     def kill(self) -> None:
         """SIGKILL the node (no goodbye to clients)."""
         pid = int((self.directory / "rabbitmq.pid").read_text().strip())

@@ -1,0 +1,107 @@
+"""A gateway for the client suites (Python, JavaScript, Perl): the example contracts under
+their plain names, on a virtual host of their own, with the example workers running as
+real processes. The JS and Perl suites get its coordinates through the environment:
+
+    GATEWAY_URL          http://127.0.0.1:PORT  (the gateway)
+    GATEWAY_BROKER_URL   amqp://.../VHOST       (for workers, e.g. the Perl one)
+    GATEWAY_SCHEMAS      the repository's schemas/ folder (contracts and vectors)
+    GATEWAY_PAGE_ORIGIN  http://127.0.0.1:PORT  (an origin the gateway allows by CORS,
+                                                 for a browser test to serve its page on)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import sys
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from gateway.config import Settings
+from tests.support import ROOT, RabbitNode, RunningGateway, free_port, serve_gateway
+
+PYTHON_WORKERS = ["math_add.py", "report_generate.py", "echo.py"]
+PERL_WORKER = ROOT / "examples" / "perl" / "text_upper.pl"
+
+
+@dataclass
+class Polyglot:
+    gateway: RunningGateway
+    broker_url: str
+    page_origin: str
+
+    def env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "GATEWAY_URL": self.gateway.url,
+            "GATEWAY_BROKER_URL": self.broker_url,
+            "GATEWAY_SCHEMAS": str(ROOT / "schemas"),
+            "GATEWAY_PAGE_ORIGIN": self.page_origin,
+            "PERL5LIB": os.pathsep.join(
+                filter(None, [str(ROOT / "clients/perl/lib"), os.environ.get("PERL5LIB")])
+            ),
+        }
+
+
+async def start_worker(command: list[str], env: dict[str, str]) -> asyncio.subprocess.Process:
+    """Start a worker process and wait for its "serving" line."""
+    process = await asyncio.create_subprocess_exec(
+        *command, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    assert process.stdout is not None
+    seen = []
+    async with asyncio.timeout(60):
+        while True:
+            line = await process.stdout.readline()
+            if not line:
+                raise RuntimeError(f"{command} exited: {b''.join(seen).decode()}")
+            seen.append(line)
+            if b"serving" in line:
+                break
+    # Keep draining its output so the pipe never fills.
+    _drainers.add(asyncio.create_task(_drain(process.stdout)))
+    return process
+
+
+_drainers: set[asyncio.Task[None]] = set()
+
+
+async def _drain(stream: asyncio.StreamReader) -> None:
+    while await stream.readline():
+        pass
+
+
+@asynccontextmanager
+async def polyglot_gateway(rabbit: RabbitNode, tmp: Path) -> AsyncIterator[Polyglot]:
+    broker_url = rabbit.add_vhost("clients-" + secrets.token_hex(3))
+    page_origin = f"http://127.0.0.1:{free_port()}"
+    settings = Settings(
+        broker_url=broker_url,
+        contracts_dir=ROOT / "schemas" / "ops",
+        store_url=f"sqlite:///{tmp / 'store.sqlite3'}",
+        cors_origins=(page_origin,),
+        sse_ping_seconds=1.0,
+    )
+    ops = {name: name for name in ("math.add", "report.generate", "echo", "text.upper")}
+    async with AsyncExitStack() as stack:
+        gateway = await stack.enter_async_context(serve_gateway(settings, ops))
+        polyglot = Polyglot(gateway, broker_url, page_origin)
+        processes = []
+        for script in PYTHON_WORKERS:
+            processes.append(
+                await start_worker(
+                    [sys.executable, str(ROOT / "examples/workers" / script)], polyglot.env()
+                )
+            )
+        if PERL_WORKER.exists():
+            processes.append(await start_worker(["perl", str(PERL_WORKER)], polyglot.env()))
+        try:
+            yield polyglot
+        finally:
+            for process in processes:
+                process.terminate()
+            for process in processes:
+                await process.wait()
