@@ -4,16 +4,20 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# Debian packages: the broker, curl, and what each client suite lists for itself.
+SYSTEM_PACKAGES := rabbitmq-server curl $(shell cat clients/*/debian-packages.txt 2>/dev/null)
 
-.PHONY: run test setup broker lint typecheck pytest broker-start broker-stop clean
+.PHONY: run test setup system-deps js-deps lint typecheck pytest broker-start broker-stop clean
 
-run: setup broker
-	deploy/install-system-deps.sh curl
+run: setup
 	deploy/run-local.sh
 
-test: setup broker lint typecheck pytest
+test: setup lint typecheck pytest
 
-setup: $(VENV)/.installed
+setup: system-deps $(VENV)/.installed js-deps
+
+system-deps:
+	deploy/install-system-deps.sh $(SYSTEM_PACKAGES)
 
 # Reinstalled whenever pyproject.toml changes.
 $(VENV)/.installed: pyproject.toml
@@ -22,8 +26,12 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
-broker:
-	deploy/rabbitmq-local.sh install
+# The JS client's npm packages (ajv; playwright-core for the browser test), from its lock file.
+js-deps: $(if $(wildcard clients/js/package-lock.json),clients/js/node_modules/.installed)
+
+clients/js/node_modules/.installed: clients/js/package-lock.json
+	cd clients/js && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
 
 lint: setup
 	$(BIN)/ruff check gateway tests examples
@@ -32,7 +40,7 @@ lint: setup
 typecheck: setup
 	$(BIN)/mypy
 
-pytest: setup broker
+pytest: setup
 	$(BIN)/pytest
 
 broker-start:
@@ -42,4 +50,4 @@ broker-stop:
 	deploy/rabbitmq-local.sh stop
 
 clean: broker-stop
-	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache clients/js/node_modules
