@@ -18,7 +18,6 @@ from gateway.metrics import Metrics
 from gateway.service import GatewayService
 from gateway.store import open_store
 
-
 CORS_REQUEST_HEADERS = [
     "Authorization",
     "Content-Type",

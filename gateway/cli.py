@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -118,3 +119,86 @@ def serve(host: str, port: int, log_level: str, **settings: object) -> None:
         access_log=False,
         timeout_graceful_shutdown=5,
     )
+
+
+@main.command()
+@click.argument("op")
+@click.argument("body", default="{}")
+@click.option(
+    "--url",
+    envvar="GATEWAY_URL",
+    default="http://127.0.0.1:8000",
+    show_envvar=True,
+    help="The gateway's base URL.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Give up after this many seconds (default: wait as long as it takes).",
+)
+@click.option(
+    "--validate/--no-validate",
+    default=True,
+    help="Check the body against the contract before sending it.",
+)
+def call(op: str, body: str, url: str, timeout: float | None, validate: bool) -> None:
+    """Call operation OP with the JSON BODY; show progress, print the result as JSON.
+
+    Exit status: 0 with the result on stdout; 1 if the job failed (its error on
+    stderr); 2 if the gateway refused the request.
+    """
+    import orjson
+
+    from gateway.client import Client, GatewayError, JobFailed
+
+    try:
+        request = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise click.BadParameter(f"not JSON: {exc}", param_hint="BODY") from None
+    progress = _ProgressDisplay()
+    try:
+        with Client(url, validate=validate) as gateway:
+            result = gateway.call(op, request, timeout=timeout, on_progress=progress.update)
+    except GatewayError as exc:
+        progress.close()
+        click.echo(
+            orjson.dumps(
+                {"error": {"code": exc.code, "message": exc.message, "details": exc.details}}
+            ).decode(),
+            err=True,
+        )
+        sys.exit(2)
+    except JobFailed as exc:
+        progress.close()
+        click.echo(orjson.dumps(exc.job.get("error")).decode(), err=True)
+        sys.exit(1)
+    progress.close()
+    click.echo(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
+
+
+class _ProgressDisplay:
+    """A bar for progress shaped `{"done": n, "total": m}`; other shapes print as lines."""
+
+    def __init__(self) -> None:
+        self._bar: Any = None
+        self._done = 0
+
+    def update(self, data: object) -> None:
+        import orjson
+
+        done = data.get("done") if isinstance(data, dict) else None
+        total = data.get("total") if isinstance(data, dict) else None
+        if isinstance(done, int) and isinstance(total, int) and total > 0:
+            if self._bar is None:
+                self._bar = click.progressbar(length=total, label="progress", file=sys.stderr)
+                self._bar.__enter__()
+            self._bar.update(done - self._done)
+            self._done = done
+        else:
+            click.echo(orjson.dumps(data).decode(), err=True)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(None, None, None)
+            self._bar = None
