@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # Debian packages: the broker, curl, and what each client suite lists for itself.
-SYSTEM_PACKAGES := rabbitmq-server curl $(shell cat clients/*/debian-packages.txt 2>/dev/null)
+SYSTEM_PACKAGES := rabbitmq-server curl jq $(shell cat clients/*/debian-packages.txt 2>/dev/null)
 
 .PHONY: run test setup system-deps js-deps lint typecheck pytest broker-start broker-stop clean
 
