@@ -81,6 +81,23 @@ def main() -> None:
     help="Cap on ?wait= and Prefer: wait=, seconds.",
 )
 @click.option(
+    "--max-waiters",
+    envvar="GATEWAY_MAX_WAITERS",
+    default=10_000,
+    type=click.IntRange(min=1),
+    show_envvar=True,
+    help="Long-polls and event streams held at once; more get 503.",
+)
+@click.option(
+    "--sse-ping",
+    "sse_ping_seconds",
+    envvar="GATEWAY_SSE_PING",
+    default=15.0,
+    type=click.FloatRange(min=0.1),
+    show_envvar=True,
+    help="Seconds between heartbeat comments on idle event streams.",
+)
+@click.option(
     "--cors-origin",
     "cors_origins",
     envvar="GATEWAY_CORS_ORIGINS",
