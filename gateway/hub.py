@@ -1,41 +1,64 @@
 """Waiters: long-polls and streams that sleep until their job has a new event.
 
-The store is the truth; the hub only wakes sleepers. A waiter re-reads the store after
-every wake-up, so a lost or duplicate notification can delay it (up to its timeout) but
-never make it answer wrongly. Nothing here polls.
+The store is the truth; the hub wakes sleepers and hands them what changed (the job as
+it now is, and the new event), so a wake-up usually needs no store read at all. A waiter
+that finds a gap in what it was handed reads the store instead; a lost notification can
+delay a waiter (up to its timeout) but never make it answer wrongly. Nothing here polls.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
 
+from gateway.jobs import Event, Job
+
 T = TypeVar("T")
 
 
 class Watch:
-    """One sleeper's wake-up flag for one job."""
+    """One sleeper's view of one job: a wake-up flag, and what was noticed since `arm`."""
 
-    __slots__ = ("_event",)
+    __slots__ = ("_woken", "events", "job")
 
     def __init__(self) -> None:
-        self._event = asyncio.Event()
+        self._woken = asyncio.Event()
+        self.job: Job | None = None
+        self.events: list[Event] = []
 
     def arm(self) -> None:
-        """Call before reading the store: any event after this wakes `sleep`."""
-        self._event.clear()
+        """Call before reading the store: anything after this wakes `sleep`."""
+        self._woken.clear()
+        self.job = None
+        self.events.clear()
 
-    def wake(self) -> None:
-        self._event.set()
+    def notice(self, job: Job | None, event: Event | None) -> None:
+        if job is not None and (self.job is None or job.seq >= self.job.seq):
+            self.job = job
+        if event is not None:
+            self.events.append(event)
+        self._woken.set()
+
+    def events_after(self, cursor: int) -> list[Event] | None:
+        """The noticed events past `cursor` if they follow it without a gap, else None."""
+        fresh = sorted((e for e in self.events if e.seq > cursor), key=lambda e: e.seq)
+        if (
+            fresh
+            and fresh[0].seq == cursor + 1
+            and all(b.seq == a.seq + 1 for a, b in itertools.pairwise(fresh))
+        ):
+            return fresh
+        return None
 
     async def sleep(self, timeout: float) -> bool:
         """True if woken, False if the timeout ran out."""
         try:
             async with asyncio.timeout(timeout):
-                await self._event.wait()
+                await self._woken.wait()
         except TimeoutError:
             return False
         return True
@@ -44,28 +67,31 @@ class Watch:
 class Hub:
     def __init__(self) -> None:
         self._watches: defaultdict[str, set[Watch]] = defaultdict(set)
+        self._count = 0
 
     @property
     def waiting(self) -> int:
-        return sum(len(w) for w in self._watches.values())
+        return self._count
 
     @contextmanager
     def watch(self, job_id: str) -> Iterator[Watch]:
         watch = Watch()
         self._watches[job_id].add(watch)
+        self._count += 1
         try:
             yield watch
         finally:
+            self._count -= 1
             watches = self._watches.get(job_id)
             if watches is not None:
                 watches.discard(watch)
                 if not watches:
                     del self._watches[job_id]
 
-    def notify(self, job_id: str) -> None:
-        """The job has a new event: wake everyone watching it."""
+    def notify(self, job_id: str, job: Job | None = None, event: Event | None = None) -> None:
+        """The job has changed (to `job`, by `event`, when known): wake its watchers."""
         for watch in self._watches.get(job_id, ()):
-            watch.wake()
+            watch.notice(job, event)
 
     async def wait_until(
         self,
@@ -73,15 +99,22 @@ class Hub:
         read: Callable[[], Awaitable[T]],
         done: Callable[[T], bool],
         timeout: float,
+        noticed: Callable[[Watch, T], T | None] = lambda watch, last: None,
     ) -> T:
-        """Re-read until `done(value)` or `timeout` seconds pass; return the last value."""
+        """Until `done(value)` or `timeout` seconds pass, return the last value. The value
+        is read from the store first, then taken from notices (`noticed(watch, last)`),
+        falling back to a store read when a notice does not suffice."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         with self.watch(job_id) as watch:
+            watch.arm()
+            value = await read()
             while True:
-                watch.arm()
-                value = await read()
                 remaining = deadline - loop.time()
                 if done(value) or remaining <= 0:
                     return value
-                await watch.sleep(remaining)
+                if not await watch.sleep(remaining):
+                    continue
+                fresh = noticed(watch, value)
+                watch.arm()
+                value = fresh if fresh is not None else await read()

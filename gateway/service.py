@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import logging
 import time
+from collections import OrderedDict
 
 import orjson
 
@@ -19,13 +20,15 @@ from gateway.broker import Answer, Broker
 from gateway.config import Settings
 from gateway.contracts import Contract, ContractRegistry
 from gateway.errors import Conflict, NotFound, ServiceUnavailable
-from gateway.hub import Hub
+from gateway.hub import Hub, Watch
 from gateway.jobs import Event, Job, error_body, new_job
 from gateway.metrics import Metrics
 from gateway.store import JobStore
 from gateway.types import JSON
 
 log = logging.getLogger("gateway.service")
+
+MAX_OPS_REMEMBERED = 100_000
 
 
 def request_hash(body: JSON) -> str:
@@ -49,6 +52,7 @@ class GatewayService:
         )
         self.metrics.watch(lambda: self.broker.ready, lambda: self.hub.waiting)
         self._sweeper: asyncio.Task[None] | None = None
+        self._ops_in_flight: OrderedDict[str, str] = OrderedDict()
 
     async def start(self) -> None:
         await self.store.open()
@@ -116,9 +120,19 @@ class GatewayService:
             # The client never learns this id, so nothing may remain of it.
             await self.store.discard(job.id)
             raise
-        await self.store.mark_published(job.id)
+        if idempotency_key is not None:
+            # Only a repeat of the key can find a job whose publish was never confirmed
+            # (any other id is given out only after the confirm), so only then record it.
+            await self.store.mark_published(job.id)
+        self._remember_op(job.id, contract.op)
         self.metrics.jobs_submitted.labels(contract.op).inc()
         return job
+
+    def _remember_op(self, job_id: str, op: str) -> None:
+        """Which operation a job in flight belongs to, so its answers need no store read."""
+        self._ops_in_flight[job_id] = op
+        if len(self._ops_in_flight) > MAX_OPS_REMEMBERED:
+            self._ops_in_flight.popitem(last=False)
 
     # -- reading and waiting ------------------------------------------------------------
 
@@ -146,7 +160,13 @@ class GatewayService:
                 return True
             return after is not None and job.seq > after
 
-        job = await self.hub.wait_until(job_id, lambda: self.store.get(job_id), done, timeout)
+        def noticed(watch: Watch, last: Job | None) -> Job | None:
+            job = watch.job
+            return job if job is not None and (last is None or job.seq >= last.seq) else None
+
+        job = await self.hub.wait_until(
+            job_id, lambda: self.store.get(job_id), done, timeout, noticed
+        )
         if job is None:
             raise NotFound(f"no job with id {job_id!r}", code="job_not_found")
         return job
@@ -156,8 +176,12 @@ class GatewayService:
         await self.job(job_id)
         if timeout > 0:
             self.check_capacity()
+
+        def noticed(watch: Watch, last: list[Event]) -> list[Event] | None:
+            return watch.events_after(after)
+
         return await self.hub.wait_until(
-            job_id, lambda: self.store.events(job_id, after), bool, timeout
+            job_id, lambda: self.store.events(job_id, after), bool, timeout, noticed
         )
 
     # -- cancelling -------------------------------------------------------------------------
@@ -174,7 +198,7 @@ class GatewayService:
             if job.status == "cancelled":
                 return job  # cancelling twice is fine
             raise Conflict(f"the job has already ended ({job.status})", code="job_finished")
-        self.hub.notify(job_id)
+        self.hub.notify(job_id, job, recorded.event)
         self.metrics.jobs_finished.labels(job.op, "cancelled").inc()
         try:
             await self.broker.publish_cancel(job_id, job.op)
@@ -190,50 +214,57 @@ class GatewayService:
             log.warning("answer without correlation_id dropped")
             self.metrics.answers.labels("no_job").inc()
             return
-        job = await self.store.get(answer.job_id)
-        if job is None:
-            log.warning("answer for unknown job %s dropped", answer.job_id)
-            self.metrics.answers.labels("unknown_job").inc()
-            return
-        contract = self.contracts.get(job.op)
+        job_id = answer.job_id
+        op = self._ops_in_flight.get(job_id)
+        if op is None:  # submitted before a restart, or through another instance
+            job = await self.store.get(job_id)
+            if job is None:
+                log.warning("answer for unknown job %s dropped", job_id)
+                self.metrics.answers.labels("unknown_job").inc()
+                return
+            op = job.op
+        contract = self.contracts.get(op)
         if contract is None:
-            log.warning(
-                "answer for job %s of operation %s, no longer served, dropped", job.id, job.op
-            )
+            log.warning("answer for job %s of operation %s, no longer served, dropped", job_id, op)
             self.metrics.answers.labels("unknown_op").inc()
             return
         lease_until = time.time() + contract.settings.lease_seconds
         if answer.type == "heartbeat":
             # Proof of life for a long job: extends the lease, adds no event.
-            await self.store.touch(job.id, lease_until)
+            await self.store.touch(job_id, lease_until)
             self.metrics.answers.labels("heartbeat").inc()
             return
-        await self._record(job, interpret(answer, contract), lease_until=lease_until)
+        await self._record(job_id, interpret(answer, contract), lease_until=lease_until)
 
     async def on_dead_letter(self, answer: Answer) -> None:
-        job = await self.store.get(answer.job_id) if answer.job_id else None
-        if job is None:
-            log.warning("dead letter for unknown job %s dropped", answer.job_id)
+        if not answer.job_id:
+            log.warning("dead letter without a job id dropped")
             return
-        await self._record(job, dead_letter_outcome(answer))
+        await self._record(answer.job_id, dead_letter_outcome(answer))
 
     async def _record(
-        self, job: Job, outcome: Outcome | None, *, lease_until: float | None = None
+        self, job_id: str, outcome: Outcome | None, *, lease_until: float | None = None
     ) -> None:
         if outcome is None:
             self.metrics.answers.labels("dropped").inc()
             return
         recorded = await self.store.record(
-            job.id, outcome.type, outcome.data, lease_until=lease_until
+            job_id, outcome.type, outcome.data, lease_until=lease_until
         )
-        if recorded is None or recorded.event is None:
-            log.info("job %s: %s answer after the job ended ignored", job.id, outcome.type)
+        if recorded is None:
+            log.warning("%s for unknown job %s dropped", outcome.type, job_id)
+            self.metrics.answers.labels("unknown_job").inc()
+            return
+        if recorded.event is None:
+            log.info("job %s: %s answer after the job ended ignored", job_id, outcome.type)
             self.metrics.answers.labels("ignored").inc()
             return
+        job = recorded.job
         self.metrics.answers.labels(outcome.type).inc()
-        if recorded.job.terminal:
-            self.metrics.jobs_finished.labels(job.op, recorded.job.status).inc()
-        self.hub.notify(job.id)
+        if job.terminal:
+            self._ops_in_flight.pop(job_id, None)
+            self.metrics.jobs_finished.labels(job.op, job.status).inc()
+        self.hub.notify(job_id, job, recorded.event)
 
     # -- deadlines, leases, retention ---------------------------------------------------
 
@@ -253,9 +284,6 @@ class GatewayService:
         once: the store records only the first terminal event."""
         now = time.time() if now is None else now
         for job_id, why in await self.store.overdue(now):
-            job = await self.store.get(job_id)
-            if job is None:
-                continue
             if why == "deadline":
                 outcome = Outcome(
                     "expired", error_body("expired", "the job did not finish by its deadline")
@@ -265,10 +293,9 @@ class GatewayService:
                     "error",
                     error_body(
                         "worker_lost",
-                        "the worker fell silent past its lease "
-                        f"({self.contract(job.op).settings.lease_seconds:g} s without an answer)",
+                        "the worker fell silent for longer than its lease",
                     ),
                 )
-            await self._record(job, outcome)
+            await self._record(job_id, outcome)
         for contract in self.contracts.values():
             await self.store.purge(contract.op, now - contract.settings.retention_seconds)

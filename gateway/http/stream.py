@@ -34,9 +34,9 @@ async def frames(
     yield ServerSentEvent(comment="stream of job " + job_id, retry=retry)
     cursor = after
     with service.hub.watch(job_id) as watch:
+        watch.arm()
+        events = await service.store.events(job_id, cursor)
         while True:
-            watch.arm()
-            events = await service.store.events(job_id, cursor)
             for event in events:
                 yield ServerSentEvent(
                     data=orjson.dumps(event.data).decode(), event=event.type, id=str(event.seq)
@@ -48,11 +48,19 @@ async def frames(
                 job = await service.store.get(job_id)
                 if job is None or (job.terminal and cursor >= job.seq):
                     return  # purged, or the client already has the end
-                await watch.sleep(IDLE_RECHECK_SECONDS)
+            await watch.sleep(IDLE_RECHECK_SECONDS)
+            # What woke us usually carries the new events; a gap means read the store.
+            noticed = watch.events_after(cursor)
+            watch.arm()
+            events = noticed if noticed is not None else await service.store.events(job_id, cursor)
 
 
 async def event_stream(service: GatewayService, job_id: str, after: int) -> Response:
-    await service.job(job_id)  # a 404 must come before the 200 of a stream
+    job = await service.job(job_id)  # a 404 must come before the 200 of a stream
+    if job.terminal and after >= job.seq:
+        # The client has the end already (an EventSource reconnecting after the terminal
+        # event): 204 is what tells a browser to stop reconnecting.
+        return Response(status_code=204)
     service.check_capacity()
     settings = service.settings
     return EventSourceResponse(

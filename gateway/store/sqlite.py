@@ -1,7 +1,9 @@
-"""The embedded job store: one SQLite file, for one gateway instance.
+"""The embedded job store: one SQLite file (WAL mode), for one gateway instance.
 
-All statements run on one connection in one dedicated thread, each method a whole
-transaction, so the event loop never blocks on disk and transactions never interleave.
+Writes go through a group-committing writer thread (see group_commit.py): each method is
+one transaction, answered only once it is durably committed. Reads run on a second
+connection in a thread of their own, so they never wait behind a commit. The event loop
+never touches the disk.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import orjson
 
 from gateway.jobs import Event, Job, apply
 from gateway.store.base import Created, JobStore, Overdue, Recorded
+from gateway.store.group_commit import GroupCommitWriter
 from gateway.types import JSON, EventType
 
 T = TypeVar("T")
@@ -101,62 +104,67 @@ class SQLiteStore(JobStore):
     def __init__(self, path: Path | str, *, synchronous: str = "FULL") -> None:
         self.path = Path(path)
         self.synchronous = synchronous
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
-        self._db: sqlite3.Connection | None = None
+        self._writer = GroupCommitWriter(self._connect_writer)
+        self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-reader")
+        self._read_db: sqlite3.Connection | None = None
 
     @classmethod
     def from_url(cls, url: str) -> SQLiteStore:
         return cls(path_from_url(url))
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        def call() -> T:
-            db = self._db
-            assert db is not None, "store is not open"
-            db.execute("BEGIN IMMEDIATE")  # one transaction per method, writer lock taken up front
-            try:
-                result = fn(db)
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
-            return result
+        """A write transaction (committed when this returns)."""
+        return await self._writer.write(fn)
 
-        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        def call() -> T:
+            assert self._read_db is not None, "store is not open"
+            return fn(self._read_db)
+
+        return await asyncio.get_running_loop().run_in_executor(self._reader, call)
+
+    def _connect_writer(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(f"PRAGMA synchronous={self.synchronous}")
+        db.execute("PRAGMA busy_timeout=5000")
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        has_tables = db.execute(
+            "SELECT count(*) FROM sqlite_master WHERE name = 'jobs'"
+        ).fetchone()[0]
+        if has_tables and version != SCHEMA_VERSION:
+            db.close()
+            raise RuntimeError(
+                f"{self.path}: job store schema version {version}, this gateway needs "
+                f"{SCHEMA_VERSION}; move the file away to start afresh"
+            )
+        db.executescript(SCHEMA)
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        return db
 
     async def open(self) -> None:
-        def connect() -> None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute(f"PRAGMA synchronous={self.synchronous}")
-            db.execute("PRAGMA busy_timeout=5000")
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            has_tables = db.execute(
-                "SELECT count(*) FROM sqlite_master WHERE name = 'jobs'"
-            ).fetchone()[0]
-            if has_tables and version != SCHEMA_VERSION:
-                db.close()
-                raise RuntimeError(
-                    f"{self.path}: job store schema version {version}, this gateway needs "
-                    f"{SCHEMA_VERSION}; move the file away to start afresh"
-                )
-            db.executescript(SCHEMA)
-            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            self._db = db
+        await asyncio.to_thread(self._writer.start)
 
-        await asyncio.get_running_loop().run_in_executor(self._executor, connect)
+        def connect_reader() -> None:
+            db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            db.execute("PRAGMA busy_timeout=5000")
+            self._read_db = db
+
+        await asyncio.get_running_loop().run_in_executor(self._reader, connect_reader)
 
     async def close(self) -> None:
         def disconnect() -> None:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
+            if self._read_db is not None:
+                self._read_db.close()
+                self._read_db = None
 
-        await asyncio.get_running_loop().run_in_executor(self._executor, disconnect)
-        self._executor.shutdown(wait=True)
+        await asyncio.get_running_loop().run_in_executor(self._reader, disconnect)
+        self._reader.shutdown(wait=True)
+        await asyncio.to_thread(self._writer.stop)
 
     async def ping(self) -> None:
-        await self._run(lambda db: db.execute("SELECT 1").fetchone())
+        await self._read(lambda db: db.execute("SELECT 1").fetchone())
 
     async def create(self, job: Job, first: Event, request: bytes) -> Created:
         def create(db: sqlite3.Connection) -> Created:
@@ -215,7 +223,7 @@ class SQLiteStore(JobStore):
             row = db.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
             return None if row is None else _job(row)
 
-        return await self._run(get)
+        return await self._read(get)
 
     async def record(
         self, job_id: str, type: EventType, data: JSON, *, lease_until: float | None = None
@@ -257,7 +265,7 @@ class SQLiteStore(JobStore):
             ).fetchall()
             return [Event(r[0], r[1], r[2], _load(r[3]), r[4]) for r in rows]
 
-        return await self._run(events)
+        return await self._read(events)
 
     async def touch(self, job_id: str, lease_until: float) -> bool:
         def touch(db: sqlite3.Connection) -> bool:
@@ -280,7 +288,7 @@ class SQLiteStore(JobStore):
             ).fetchall()
             return [(r[0], r[1]) for r in rows]
 
-        return await self._run(overdue)
+        return await self._read(overdue)
 
     async def purge(self, op: str, finished_before: float, limit: int = 1000) -> int:
         def purge(db: sqlite3.Connection) -> int:
