@@ -7,8 +7,6 @@ from __future__ import annotations
 import asyncio
 import shutil
 
-import pytest
-
 from tests.polyglot import Polyglot
 from tests.support import ROOT
 
@@ -42,13 +40,11 @@ async def test_example_workers_serve_the_example_operations(polyglot: Polyglot) 
     assert report.json()["result"]["sections"] == ["T: section 1 of 2", "T: section 2 of 2"]
 
 
-@pytest.mark.skipif(not (JS / "package.json").exists(), reason="no JS client yet")
 async def test_javascript_client_suite(polyglot: Polyglot) -> None:
     assert shutil.which("node"), "node is required"
     await run_suite(["npm", "test", "--silent"], polyglot, JS)
 
 
-@pytest.mark.skipif(not (PERL / "t").exists(), reason="no Perl client yet")
 async def test_perl_client_suite(polyglot: Polyglot) -> None:
     assert shutil.which("prove"), "prove (perl) is required"
     await run_suite(["prove", "-l", "-r", "t"], polyglot, PERL)

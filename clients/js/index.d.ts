@@ -1,0 +1,146 @@
+// Types for @amqp-http-gateway/client (src/index.js is plain JavaScript, no build step).
+
+export type JobStatus = 'queued' | 'running' | 'succeeded' | 'failed' | 'cancelled' | 'expired';
+export type EventType = 'queued' | 'started' | 'progress' | 'result' | 'error' | 'cancelled' | 'expired';
+
+export interface ErrorBody {
+  code: string;
+  message: string;
+  details?: ValidationDetail[];
+}
+
+/** `path` is a JSON pointer into the request ("" = the whole body). */
+export interface ValidationDetail {
+  path: string;
+  message: string;
+}
+
+export interface Job<Result = unknown, Progress = unknown> {
+  id: string;
+  op: string;
+  status: JobStatus;
+  /** Number of the job's latest event: the cursor for `after`. */
+  seq: number;
+  created_at: string;
+  updated_at: string;
+  result?: Result;
+  error?: ErrorBody;
+  progress?: Progress;
+  deadline?: string;
+}
+
+export interface JobEvent<Data = unknown> {
+  seq: number;
+  type: EventType | string;
+  data: Data;
+}
+
+export interface Operation {
+  op: string;
+  description: string;
+  href: string;
+  settings: Record<string, unknown>;
+}
+
+/** A draft-07 JSON Schema with `definitions.request`, `definitions.result`, optional `definitions.progress`. */
+export interface Contract {
+  $schema?: string;
+  definitions: { request: object; result: object; progress?: object; [name: string]: object | undefined };
+  'x-gateway'?: Record<string, unknown>;
+  [keyword: string]: unknown;
+}
+
+export type DefinitionCheck = (data: unknown) => ValidationDetail[];
+/** Compiles `#/definitions/<definition>` of `schema` (the whole schema without one). */
+export type Validator = (schema: object, definition?: string) => DefinitionCheck | Promise<DefinitionCheck>;
+
+export interface GatewayClientOptions {
+  /** The gateway's root URL; in a browser page it defaults to the page's origin. */
+  baseUrl?: string;
+  /** Used for every request; default globalThis.fetch. A custom fetch makes events() use fetch, not EventSource. */
+  fetch?: typeof fetch;
+  /** Check requests against the op's contract before sending (default false). */
+  validate?: boolean;
+  /** How to validate; default Ajv (window.ajv7 from ajv-dist, else `import('ajv')`). */
+  validator?: Validator;
+  /** Sent with every request (e.g. Authorization). Headers make events() use fetch, not EventSource. */
+  headers?: Record<string, string>;
+  /** How events() streams: 'auto' (EventSource when possible), 'eventsource' or 'fetch'. */
+  transport?: 'auto' | 'eventsource' | 'fetch';
+  /** The EventSource class to use (default: the global one, if any). */
+  EventSource?: typeof EventSource;
+}
+
+export interface SubmitOptions {
+  /** Seconds to hold the request for the job to finish (`?wait=`). */
+  wait?: number;
+  idempotencyKey?: string;
+  deadlineSeconds?: number;
+  signal?: AbortSignal;
+}
+
+export interface CallOptions<Progress = unknown> {
+  /** Seconds before giving up with GatewayError `timeout` (the job goes on). */
+  timeout?: number;
+  signal?: AbortSignal;
+  /** Called with the latest progress each time a poll sees newer progress. */
+  onProgress?: (progress: Progress, job: Job<unknown, Progress>) => void;
+  idempotencyKey?: string;
+  deadlineSeconds?: number;
+}
+
+export class GatewayClient {
+  constructor(options?: GatewayClientOptions);
+  readonly baseUrl: string;
+  ops(options?: { signal?: AbortSignal }): Promise<Operation[]>;
+  contract(op: string, options?: { signal?: AbortSignal }): Promise<Contract>;
+  submit<Result = unknown>(op: string, body: unknown, options?: SubmitOptions): Promise<Job<Result>>;
+  call<Result = unknown, Progress = unknown>(op: string, body: unknown, options?: CallOptions<Progress>): Promise<Result>;
+  job<Result = unknown>(id: string, options?: { wait?: number; after?: number; signal?: AbortSignal }): Promise<Job<Result>>;
+  /** Throws GatewayError `job_finished` (409) if the job had already ended otherwise. */
+  cancel(id: string, options?: { signal?: AbortSignal }): Promise<Job>;
+  events(id: string, options?: { after?: number; signal?: AbortSignal }): AsyncGenerator<JobEvent, void, undefined>;
+}
+
+export class GatewayError extends Error {
+  name: 'GatewayError';
+  /** HTTP status; 422 for local validation, 0 for a `call` timeout. */
+  status: number;
+  code: string;
+  details: ValidationDetail[];
+  /** Seconds, from Retry-After. */
+  retryAfter?: number;
+  /** Produced by the client (validation, timeout) rather than received. */
+  local: boolean;
+  job?: Job;
+}
+
+export class JobFailedError extends Error {
+  name: 'JobFailedError';
+  job: Job;
+  status: 'failed' | 'cancelled' | 'expired';
+  /** The job's error code, else its status. */
+  code: string;
+}
+
+export interface SSEFrame {
+  id: string;
+  event: string;
+  data: string;
+}
+
+/** WHATWG event-stream parser: feed chunks, get complete events. */
+export class SSEParser {
+  lastEventId: string;
+  retryMs?: number;
+  feed(chunk: string): SSEFrame[];
+}
+
+/** Parse a whole event-stream body (an unterminated last block is dropped). */
+export function parseSSE(stream: string): SSEFrame[];
+
+/** A Validator built on an Ajv 8 class (draft-07). */
+export function ajvValidator(Ajv: unknown): Validator;
+
+export const TERMINAL_STATUSES: ReadonlySet<JobStatus>;
+export const TERMINAL_EVENT_TYPES: ReadonlySet<EventType>;

@@ -1,0 +1,214 @@
+/**
+ * JavaScript client of the AMQP HTTP gateway, for browsers (as a plain ES module, no build
+ * step) and Node 20+. Everything goes through `fetch`, injectable for tests and proxies.
+ *
+ *   const gateway = new GatewayClient({ baseUrl: 'http://127.0.0.1:8000' });
+ *   const { sum } = await gateway.call('math.add', { a: 2, b: 3 });
+ */
+
+import { GatewayError, JobFailedError, TERMINAL_STATUSES, errorFromResponse } from './errors.js';
+import { eventSourceEvents, fetchEvents } from './events.js';
+import { assertValidRequest, defaultValidator } from './validation.js';
+
+export { GatewayError, JobFailedError, TERMINAL_STATUSES, TERMINAL_EVENT_TYPES } from './errors.js';
+export { SSEParser, parseSSE } from './sse.js';
+export { ajvValidator } from './validation.js';
+
+/**
+ * The longest single long-poll: under the gateway's default `--max-wait` (60 s) and under
+ * the idle timeouts of common proxies, so a poll rarely dies of old age.
+ */
+const LONGEST_POLL_SECONDS = 30;
+
+export class GatewayClient {
+  /**
+   * @param {object} [options]
+   * @param {string} [options.baseUrl] the gateway's root URL; in a browser it defaults to
+   *   the page's origin
+   * @param {typeof fetch} [options.fetch] used for every request (default: globalThis.fetch)
+   * @param {boolean} [options.validate] check requests against the contract before sending
+   * @param {import('./validation.js').Validator | (() => Promise<import('./validation.js').Validator>)} [options.validator]
+   *   how to validate (default: Ajv, see validation.js)
+   * @param {Record<string, string>} [options.headers] sent with every request (e.g. Authorization)
+   * @param {'auto' | 'eventsource' | 'fetch'} [options.transport] how `events()` streams
+   * @param {typeof EventSource} [options.EventSource] the EventSource class (default: the global)
+   */
+  constructor(options = {}) {
+    const baseUrl = options.baseUrl ?? globalThis.location?.origin;
+    if (!baseUrl) throw new TypeError('GatewayClient needs a baseUrl outside a browser page');
+    this.baseUrl = String(baseUrl).replace(/\/+$/, '');
+    this.customFetch = options.fetch !== undefined;
+    // Wrapped, never stored bare: a browser's fetch called as a method of another object
+    // throws "Illegal invocation".
+    const fetchImpl = options.fetch;
+    this.fetch = fetchImpl ? (url, init) => fetchImpl(url, init) : (url, init) => globalThis.fetch(url, init);
+    this.validate = options.validate ?? false;
+    this.validator = options.validator;
+    this.headers = { ...(options.headers ?? {}) };
+    this.transport = options.transport ?? 'auto';
+    this.EventSource = options.EventSource ?? globalThis.EventSource;
+    /** @type {Map<string, Promise<object>>} contracts by op, fetched once */
+    this.contracts = new Map();
+    /** @type {Map<string, Promise<import('./validation.js').DefinitionCheck>>} */
+    this.requestChecks = new Map();
+  }
+
+  /** The operations the gateway serves: `[{op, description, href, settings}]`. */
+  async ops({ signal } = {}) {
+    const body = await this.request('GET', '/v1/ops', { signal });
+    return body.ops;
+  }
+
+  /** An operation's contract (draft-07 JSON Schema with `definitions.request`, …); cached. */
+  contract(op, { signal } = {}) {
+    if (!this.contracts.has(op)) {
+      const loading = this.request('GET', `/v1/ops/${encodeURIComponent(op)}`, { signal });
+      loading.catch(() => this.contracts.delete(op)); // a failure is not cached
+      this.contracts.set(op, loading);
+    }
+    return this.contracts.get(op);
+  }
+
+  /**
+   * Submit a job. Without `wait` the answer is the job as accepted (queued); with it, the
+   * job as it is when it finished or `wait` seconds passed.
+   * @param {string} op
+   * @param {unknown} body
+   * @param {{wait?: number, idempotencyKey?: string, deadlineSeconds?: number, signal?: AbortSignal}} [options]
+   */
+  async submit(op, body, { wait, idempotencyKey, deadlineSeconds, signal } = {}) {
+    if (this.validate) await this.checkRequest(op, body, signal);
+    const headers = { 'Content-Type': 'application/json' };
+    if (idempotencyKey !== undefined) headers['Idempotency-Key'] = idempotencyKey;
+    if (deadlineSeconds !== undefined) headers['X-Deadline-Seconds'] = String(deadlineSeconds);
+    return this.request('POST', `/v1/ops/${encodeURIComponent(op)}`, {
+      query: { wait },
+      headers,
+      body: JSON.stringify(body),
+      signal,
+    });
+  }
+
+  /**
+   * Run an operation and return its result: submit with `?wait=`, then long-poll the job
+   * until it ends. Throws JobFailedError if it fails, is cancelled or expires, and a
+   * GatewayError with code `timeout` (carrying `job`) after `timeout` seconds.
+   *
+   * `onProgress(progress, job)` is called whenever a poll sees newer progress; polls may
+   * coalesce several progress events into the latest — use `events()` to see every one.
+   * @param {string} op
+   * @param {unknown} body
+   * @param {{timeout?: number, signal?: AbortSignal, onProgress?: (progress: any, job: object) => void,
+   *          idempotencyKey?: string, deadlineSeconds?: number}} [options]
+   */
+  async call(op, body, { timeout, signal, onProgress, idempotencyKey, deadlineSeconds } = {}) {
+    const giveUpAt = timeout === undefined ? Infinity : Date.now() + timeout * 1000;
+    const secondsLeft = () => Math.max(0, (giveUpAt - Date.now()) / 1000);
+    // With onProgress, don't sit on the submit: progress only shows between polls.
+    const firstWait = onProgress ? 0 : Math.min(secondsLeft(), LONGEST_POLL_SECONDS);
+    let job = await this.submit(op, body, { wait: firstWait, idempotencyKey, deadlineSeconds, signal });
+    let progressSeq = -1;
+    const report = () => {
+      if (onProgress && job.progress !== undefined && job.seq !== progressSeq && !TERMINAL_STATUSES.has(job.status)) {
+        progressSeq = job.seq;
+        onProgress(job.progress, job);
+      }
+    };
+    report();
+    while (!TERMINAL_STATUSES.has(job.status)) {
+      if (secondsLeft() <= 0) {
+        throw new GatewayError({
+          status: 0,
+          code: 'timeout',
+          message: `${op} job ${job.id} did not finish within ${timeout} s (it is ${job.status})`,
+          local: true,
+          job,
+        });
+      }
+      const wait = Math.min(secondsLeft(), LONGEST_POLL_SECONDS);
+      job = await this.job(job.id, { wait, after: job.seq, signal });
+      report();
+    }
+    if (job.status !== 'succeeded') throw new JobFailedError(job);
+    return job.result;
+  }
+
+  /**
+   * The job; with `wait`, held until it ends (or, with `after`, until it has an event past
+   * seq `after`) or `wait` seconds pass.
+   * @param {string} id
+   * @param {{wait?: number, after?: number, signal?: AbortSignal}} [options]
+   */
+  job(id, { wait, after, signal } = {}) {
+    return this.request('GET', `/v1/jobs/${encodeURIComponent(id)}`, { query: { wait, after }, signal });
+  }
+
+  /** Cancel a job; throws GatewayError `job_finished` (409) if it had already ended. */
+  cancel(id, { signal } = {}) {
+    return this.request('DELETE', `/v1/jobs/${encodeURIComponent(id)}`, { signal });
+  }
+
+  /**
+   * The job's events from seq `after` on, as they happen, ending after the terminal one
+   * (`result`, `error`, `cancelled` or `expired`). Survives dropped connections: it resumes
+   * from the last seq seen, so each event comes exactly once.
+   * @param {string} id
+   * @param {{after?: number, signal?: AbortSignal}} [options]
+   * @returns {AsyncGenerator<{seq: number, type: string, data: any}>}
+   */
+  events(id, { after = 0, signal } = {}) {
+    const path = `/v1/jobs/${encodeURIComponent(id)}`;
+    const target = {
+      url: `${this.baseUrl}${path}/events`,
+      jobUrl: `${this.baseUrl}${path}`,
+      fetch: this.fetch,
+      headers: this.headers,
+      EventSource: this.EventSource,
+    };
+    if (this.usesEventSource()) return eventSourceEvents(target, { after, signal });
+    return fetchEvents(target, { after, signal });
+  }
+
+  /** EventSource can't send headers or go through an injected fetch: use it only without. */
+  usesEventSource() {
+    if (this.transport === 'fetch') return false;
+    if (this.transport === 'eventsource') return true;
+    return typeof this.EventSource === 'function' && !this.customFetch && Object.keys(this.headers).length === 0;
+  }
+
+  /** Validate `body` against the op's request definition, throwing the gateway's 422 shape. */
+  async checkRequest(op, body, signal) {
+    if (!this.requestChecks.has(op)) {
+      const building = (async () => {
+        const contract = await this.contract(op, { signal });
+        const validator = this.validator ?? (await defaultValidator());
+        return validator(contract, 'request');
+      })();
+      building.catch(() => this.requestChecks.delete(op));
+      this.requestChecks.set(op, building);
+    }
+    assertValidRequest(op, await this.requestChecks.get(op), body);
+  }
+
+  /**
+   * One request; the parsed JSON body, or a GatewayError from the error body.
+   * @param {string} method
+   * @param {string} path
+   * @param {{query?: Record<string, unknown>, headers?: Record<string, string>, body?: string, signal?: AbortSignal}} [init]
+   */
+  async request(method, path, { query = {}, headers = {}, body, signal } = {}) {
+    const params = new URLSearchParams();
+    for (const [name, value] of Object.entries(query)) {
+      if (value !== undefined && value !== null) params.set(name, String(value));
+    }
+    const search = params.toString() ? `?${params}` : '';
+    const response = await this.fetch(`${this.baseUrl}${path}${search}`, {
+      method,
+      headers: { Accept: 'application/json', ...this.headers, ...headers },
+      body,
+      signal,
+    });
+    if (!response.ok) throw await errorFromResponse(response);
+    return response.json();
+  }
+}
