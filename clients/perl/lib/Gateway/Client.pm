@@ -1,0 +1,528 @@
+package Gateway::Client;
+
+# The HTTP client of the gateway: core modules only (HTTP::Tiny, JSON::PP), plus
+# JSON::Validator when client-side validation is asked for. Every verb returns a response
+# hashref (see RESPONSES in the POD); HTTP failures are data, misuse croaks.
+
+use strict;
+use warnings;
+
+use Carp qw(croak);
+use HTTP::Tiny;
+use JSON::PP ();
+use Scalar::Util qw(blessed);
+use Time::HiRes ();
+
+use Gateway::Client::SSE;
+
+our $VERSION = '0.01';
+
+my %TERMINAL_STATUS = map { $_ => 1 } qw(succeeded failed cancelled expired);
+my %TERMINAL_EVENT  = map { $_ => 1 } qw(result error cancelled expired);
+
+# The gateway caps a single wait (its --max-wait, 60 s by default); longer waits are
+# made of several polls of at most this length.
+my $POLL_SECONDS = 30;
+
+# How much longer than a server-side wait the socket may stay silent.
+my $WAIT_SLACK_SECONDS = 10;
+
+my $JSON = JSON::PP->new->utf8->canonical->allow_nonref;
+
+sub new {
+    my ($class, %args) = @_;
+    my $base_url = delete $args{base_url} // croak 'base_url is required';
+    croak "base_url must be an http(s) URL, not '$base_url'" unless $base_url =~ m{\Ahttps?://}i;
+    $base_url =~ s{/+\z}{};
+
+    my $self = bless {
+        base_url => $base_url,
+        validate => delete $args{validate} // 0,
+        timeout  => delete $args{timeout} // 60,
+        headers  => delete $args{headers} // {},
+        validators => {},    # op => JSON::Validator schema of its request
+        contracts  => {},    # op => contract
+    }, $class;
+    my $http = delete $args{http};
+    croak "unknown arguments: @{[ sort keys %args ]}" if %args;
+    croak 'timeout must be a positive number' unless _is_number($self->{timeout}) && $self->{timeout} > 0;
+    croak 'headers must be a hash reference' unless ref $self->{headers} eq 'HASH';
+
+    $self->{http} = $http // HTTP::Tiny->new(
+        agent   => "Gateway::Client/$VERSION ",
+        timeout => $self->{timeout},
+    );
+    return $self;
+}
+
+sub base_url { $_[0]{base_url} }
+
+# --- verbs --------------------------------------------------------------------------
+
+sub ops {
+    my ($self) = @_;
+    my $response = $self->_request(GET => '/v1/ops');
+    return _with($response, ops => $response->{body} && $response->{body}{ops});
+}
+
+sub contract {
+    my ($self, $op) = @_;
+    _check_name(op => $op);
+    return { ok => 1, status => 200, contract => $self->{contracts}{$op} } if $self->{contracts}{$op};
+    my $response = $self->_request(GET => '/v1/ops/' . _escape($op));
+    $self->{contracts}{$op} = $response->{body} if $response->{ok};
+    return _with($response, contract => $response->{body});
+}
+
+sub submit {
+    my ($self, $op, $body, %opt) = @_;
+    _check_name(op => $op);
+    croak 'submit needs a request body (any JSON value)' if @_ < 3;
+    my %known = map { $_ => 1 } qw(wait idempotency_key deadline_seconds);
+    _check_options(\%opt, \%known);
+
+    if ($self->{validate}) {
+        my $refusal = $self->validate_request($op, $body);
+        return $refusal if $refusal;
+    }
+
+    my %headers = ('Content-Type' => 'application/json');
+    $headers{'Idempotency-Key'}    = $opt{idempotency_key}  if defined $opt{idempotency_key};
+    $headers{'X-Deadline-Seconds'} = $opt{deadline_seconds} if defined $opt{deadline_seconds};
+    my $response = $self->_request(
+        POST => '/v1/ops/' . _escape($op),
+        query   => { wait => $opt{wait} },
+        headers => \%headers,
+        content => $JSON->encode($body),
+    );
+    my $result = _with($response, job => $response->{body});
+    $result->{location} = $response->{headers}{location} if $response->{ok};
+    return $result;
+}
+
+sub job {
+    my ($self, $id, %opt) = @_;
+    _check_name(id => $id);
+    _check_options(\%opt, { wait => 1, after => 1 });
+    my $response = $self->_request(
+        GET => '/v1/jobs/' . _escape($id),
+        query => { wait => $opt{wait}, after => $opt{after} },
+    );
+    return _with($response, job => $response->{body});
+}
+
+sub cancel {
+    my ($self, $id) = @_;
+    _check_name(id => $id);
+    my $response = $self->_request(DELETE => '/v1/jobs/' . _escape($id));
+    return _with($response, job => $response->{body});
+}
+
+# Submit, then long-poll the job until it ends (or `wait` seconds pass).
+sub call {
+    my ($self, $op, $body, %opt) = @_;
+    _check_name(op => $op);
+    croak 'call needs a request body (any JSON value)' if @_ < 3;
+    _check_options(\%opt, { map { $_ => 1 } qw(wait idempotency_key deadline_seconds on_progress) });
+    my $on_progress = delete $opt{on_progress};
+    croak 'on_progress must be a code reference' if defined $on_progress && ref $on_progress ne 'CODE';
+    my $budget = delete $opt{wait} // 300;
+    croak 'wait must be a non-negative number' unless _is_number($budget) && $budget >= 0;
+    my $give_up_at = Time::HiRes::time() + $budget;
+
+    my $submitted = $self->submit($op, $body, %opt, wait => _poll_length($give_up_at));
+    return $submitted unless $submitted->{ok};
+
+    my $job = $submitted->{job};
+    my $last_progress = '';
+    while (1) {
+        if ($on_progress && defined $job->{progress}) {
+            # The job carries its latest progress; report it once per change.
+            my $progress = $JSON->encode($job->{progress});
+            $on_progress->($job->{progress}, $job) if $progress ne $last_progress;
+            $last_progress = $progress;
+        }
+        return _outcome($job) if $TERMINAL_STATUS{ $job->{status} };
+
+        my $poll = _poll_length($give_up_at);
+        return {
+            ok     => 0,
+            status => 200,
+            job    => $job,
+            error  => { code => 'timeout', message => "job $job->{id} did not end within $budget s" },
+        } if $poll <= 0;
+
+        my $answer = $self->job($job->{id}, wait => $poll, after => $job->{seq});
+        return { %$answer, job => $job } unless $answer->{ok};
+        $job = $answer->{job};
+    }
+}
+
+# Follow the job's events as SSE, calling on_event with each {seq, type, data}; resumes
+# with Last-Event-ID when the connection drops before the terminal event.
+sub events {
+    my ($self, $id, %opt) = @_;
+    _check_name(id => $id);
+    _check_options(\%opt, { map { $_ => 1 } qw(on_event after max_retries) });
+    my $on_event = $opt{on_event};
+    croak 'on_event must be a code reference' if defined $on_event && ref $on_event ne 'CODE';
+    my $last_seq = $opt{after} // 0;
+    croak 'after must be a non-negative integer' unless $last_seq =~ /\A[0-9]+\z/;
+    my $max_retries = $opt{max_retries} // 5;
+
+    my (@delivered, $terminal, $failures, $retry_ms);
+    $failures = 0;
+    while (1) {
+        my $seen_before = $last_seq;
+        my $deliver = sub {
+            my ($frame) = @_;
+            my $seq = $frame->{id};
+            return unless $seq =~ /\A[0-9]+\z/ && $seq > $last_seq;    # never twice
+            my $event = { seq => 0 + $seq, type => $frame->{event}, data => _decode_text($frame->{data}) };
+            $last_seq = $event->{seq};
+            push @delivered, $event;
+            $terminal = 1 if $TERMINAL_EVENT{ $event->{type} };
+            $on_event->($event) if $on_event;
+        };
+        my $response = $self->_stream('/v1/jobs/' . _escape($id) . '/events', $last_seq, $deliver, \$retry_ms);
+        return { ok => 1, status => $response->{status}, events => \@delivered, last_seq => $last_seq }
+            if $terminal;
+        # An HTTP answer other than the stream (404, 503...) is final; a dropped
+        # connection (599) or a stream cut short is resumed.
+        return { %{ _with($response) }, events => \@delivered, last_seq => $last_seq }
+            if !$response->{ok} && $response->{status} != 599 && $response->{status} != 503;
+
+        $failures = $last_seq > $seen_before ? 0 : $failures + 1;
+        return {
+            ok       => 0,
+            status   => $response->{status},
+            events   => \@delivered,
+            last_seq => $last_seq,
+            error    => {
+                code    => 'stream_interrupted',
+                message => "the event stream of job $id broke off $failures times in a row"
+                    . ($response->{ok} ? '' : ": $response->{error}{message}"),
+            },
+        } if $failures > $max_retries;
+        # Reconnect at once after a stream that made progress; otherwise back off as the
+        # stream asked (retry:), capped so a caller is never stuck for long.
+        Time::HiRes::sleep(_min(($retry_ms // 1000) / 1000, 5) * $failures) if $failures;
+    }
+}
+
+# Check a request against the operation's contract without sending it: undef when it is
+# valid, else a response shaped like the gateway's 422.
+sub validate_request {
+    my ($self, $op, $body) = @_;
+    _check_name(op => $op);
+    my $validator = $self->{validators}{$op};
+    unless ($validator) {
+        my $contract = $self->contract($op);
+        return { %$contract, local => 1 } unless $contract->{ok};
+        $validator = $self->{validators}{$op} = _request_validator($contract->{contract});
+    }
+    my @errors = $validator->validate($body);
+    return unless @errors;
+    my @details = map { { path => $_->path eq '/' ? '' : $_->path, message => $_->message } } @errors;
+    return {
+        ok     => 0,
+        status => 422,
+        local  => 1,
+        error  => {
+            code    => 'invalid_request',
+            message => "request does not match the contract of $op: $details[0]{message}",
+            details => \@details,
+        },
+    };
+}
+
+# --- internals ----------------------------------------------------------------------
+
+sub _request_validator {
+    my ($contract) = @_;
+    require JSON::Validator::Schema::Draft7;
+    # A schema that only points at the request definition, so that refs inside it
+    # still resolve against the contract's definitions.
+    return JSON::Validator::Schema::Draft7->new({
+        '$schema'   => 'http://json-schema.org/draft-07/schema#',
+        definitions => $contract->{definitions},
+        '$ref'      => '#/definitions/request',
+    });
+}
+
+# One HTTP request; returns { ok, status, headers, body (decoded JSON), error }.
+sub _request {
+    my ($self, $method, $path, %arg) = @_;
+    my $url = $self->{base_url} . $path . _query($arg{query});
+    my %options = (headers => { Accept => 'application/json', %{ $self->{headers} }, %{ $arg{headers} // {} } });
+    $options{content} = $arg{content} if defined $arg{content};
+
+    my $wait = $arg{query} && $arg{query}{wait};
+    my $raw = $self->_with_timeout($wait, sub { $self->{http}->request($method, $url, \%options) });
+    return _parse($raw);
+}
+
+# Open the SSE stream once, feeding what arrives to $deliver.
+sub _stream {
+    my ($self, $path, $after, $deliver, $retry_ms) = @_;
+    my ($sse, $stream_of, $callback_error);
+    my %headers = (
+        Accept => 'text/event-stream',
+        %{ $self->{headers} },
+        ($after ? ('Last-Event-ID' => $after) : ()),
+    );
+    my $raw = $self->{http}->request(GET => $self->{base_url} . $path . _query({ after => $after }), {
+        headers       => \%headers,
+        data_callback => sub {
+            my ($chunk, $response) = @_;
+            # HTTP::Tiny silently repeats a GET once when the connection breaks (RFC 2616
+            # 8.1.4): a new response starts a new stream, never the rest of a broken frame.
+            if (!$stream_of || $stream_of != $response) {
+                ($sse, $stream_of) = (Gateway::Client::SSE->new, $response);
+            }
+            # HTTP::Tiny turns a die into a 599 answer; remember the caller's own error
+            # so that it propagates instead of looking like a dropped connection.
+            eval { $deliver->($_) for $sse->feed($chunk); 1 } or do { $callback_error = $@; die $@ };
+        },
+    });
+    die $callback_error if defined $callback_error;
+    $$retry_ms = $sse->retry if $sse && defined $sse->retry;
+    return _parse($raw);
+}
+
+sub _with_timeout {
+    my ($self, $wait, $code) = @_;
+    my $http = $self->{http};
+    return $code->() unless $wait && $http->can('timeout');
+    my $before = $http->timeout;
+    my $needed = $wait + $WAIT_SLACK_SECONDS;
+    return $code->() if $before >= $needed;
+    $http->timeout($needed);
+    my @result = eval { $code->() };
+    my $error = $@;
+    $http->timeout($before);
+    die $error if $error;
+    return $result[0];
+}
+
+sub _parse {
+    my ($raw) = @_;
+    my $status = $raw->{status};
+    my %response = (ok => $raw->{success} ? 1 : 0, status => 0 + $status, headers => $raw->{headers} // {});
+    my $content = $raw->{content} // '';
+
+    if ($status == 599) {
+        (my $message = $content) =~ s/\s+\z//;
+        $response{error} = { code => 'transport_error', message => $message || 'no answer from the gateway' };
+        return \%response;
+    }
+    if (length $content && ($response{headers}{'content-type'} // '') =~ m{application/json}i) {
+        my $body = eval { $JSON->decode($content) };
+        $response{body} = $body unless $@;
+    }
+    unless ($response{ok}) {
+        my $error = ref $response{body} eq 'HASH' && $response{body}{error};
+        $response{error} = ref $error eq 'HASH' ? $error : {
+            code    => 'http_error',
+            message => "HTTP $status $raw->{reason}",
+        };
+    }
+    return \%response;
+}
+
+# The public response: ok, status, error if any, and the verb's own key(s).
+sub _with {
+    my ($response, %fields) = @_;
+    my %result = (ok => $response->{ok}, status => $response->{status});
+    if ($response->{ok}) {
+        %result = (%result, %fields);
+    }
+    else {
+        $result{error} = $response->{error};
+    }
+    return \%result;
+}
+
+sub _outcome {
+    my ($job) = @_;
+    return { ok => 1, status => 200, job => $job, result => $job->{result} } if $job->{status} eq 'succeeded';
+    return {
+        ok     => 0,
+        status => 200,
+        job    => $job,
+        error  => $job->{error} // { code => $job->{status}, message => "job $job->{id} was $job->{status}" },
+    };
+}
+
+sub _poll_length {
+    my ($give_up_at) = @_;
+    my $left = $give_up_at - Time::HiRes::time();
+    return $left <= 0 ? 0 : _min($POLL_SECONDS, int($left + 0.999));
+}
+
+sub _decode_text {
+    my ($text) = @_;
+    my $value = eval { JSON::PP->new->allow_nonref->decode($text) };
+    return $@ ? $text : $value;
+}
+
+sub _query {
+    my ($params) = @_;
+    my @pairs = map { _escape($_) . '=' . _escape($params->{$_}) }
+        grep { defined $params->{$_} } sort keys %{ $params // {} };
+    return @pairs ? '?' . join('&', @pairs) : '';
+}
+
+sub _escape {
+    my ($text) = @_;
+    utf8::encode($text);
+    $text =~ s/([^A-Za-z0-9\-._~])/sprintf '%%%02X', ord $1/ge;
+    return $text;
+}
+
+sub _check_name {
+    my ($what, $value) = @_;
+    croak "$what must be a non-empty string" unless defined $value && !ref $value && length $value;
+}
+
+sub _check_options {
+    my ($given, $known) = @_;
+    my @unknown = grep { !$known->{$_} } sort keys %$given;
+    croak "unknown options: @unknown" if @unknown;
+    for my $name (qw(wait deadline_seconds)) {
+        croak "$name must be a non-negative number"
+            if defined $given->{$name} && !(_is_number($given->{$name}) && $given->{$name} >= 0);
+    }
+}
+
+sub _is_number { defined $_[0] && !ref $_[0] && $_[0] =~ /\A[0-9]+(?:\.[0-9]+)?\z/ }
+
+sub _min { $_[0] < $_[1] ? $_[0] : $_[1] }
+
+1;
+
+__END__
+
+=head1 NAME
+
+Gateway::Client - call operations of the AMQP HTTP gateway from Perl
+
+=head1 SYNOPSIS
+
+    use Gateway::Client;
+
+    my $gateway = Gateway::Client->new(base_url => 'http://127.0.0.1:8000');
+    my $answer  = $gateway->call('math.add', { a => 2, b => 3 });
+    die "$answer->{error}{code}: $answer->{error}{message}\n" unless $answer->{ok};
+    print $answer->{result}{sum}, "\n";    # 5
+
+    # Submit now, come back later; follow the events as they happen.
+    my $job = $gateway->submit('report.generate', { title => 'Q3' })->{job};
+    $gateway->events($job->{id}, on_event => sub {
+        my ($event) = @_;    # { seq => 3, type => 'progress', data => { done => 1, ... } }
+        print "$event->{seq} $event->{type}\n";
+    });
+
+=head1 DESCRIPTION
+
+A small client for the gateway's HTTP API v1, built on core modules (L<HTTP::Tiny>,
+L<JSON::PP>). L<JSON::Validator> is loaded only for client-side validation.
+
+=head1 RESPONSES
+
+Every verb returns a response hashref; HTTP failures are data, never exceptions.
+Exceptions (croak) are kept for misuse: a missing or malformed argument, an unknown option.
+
+    {
+        ok     => 1 | 0,
+        status => 200,        # the HTTP status; 599 when no HTTP answer came (connection
+                              # refused or dropped, timeout), as in HTTP::Tiny
+        error  => { code => '...', message => '...', details => [...] },   # only when !ok
+        local  => 1,          # only when the client refused without sending (validate => 1)
+        ...                   # the verb's own keys, below
+    }
+
+C<error> is the gateway's error object (C<{"error": {...}}> unwrapped) when it sent one;
+otherwise C<code> is C<transport_error> (status 599), C<http_error> (an answer without a
+JSON error body, e.g. from a proxy), or one of the client's own codes documented per verb.
+
+=head1 CONSTRUCTOR
+
+=head2 new(base_url => $url, validate => 0|1, timeout => $seconds, headers => \%headers)
+
+C<base_url> (required) is the gateway's root, e.g. C<http://127.0.0.1:8000>. C<timeout>
+(default 60) is how long a socket may stay silent; requests with C<wait> stretch it as
+needed. C<validate> (default 0) checks request bodies against the operation's contract
+before sending (see C<validate_request> below). C<headers> are sent with every request (e.g.
+an C<Authorization> header). C<http> may pass a ready L<HTTP::Tiny> (or compatible)
+object.
+
+=head1 VERBS
+
+=head2 ops()
+
+C<GET /v1/ops>. Adds C<ops>: the list of C<< { op, description, href, settings } >>.
+
+=head2 contract($op)
+
+C<GET /v1/ops/{op}>. Adds C<contract>: the operation's JSON Schema. Cached per client.
+
+=head2 submit($op, $body, wait => $s, idempotency_key => $key, deadline_seconds => $s)
+
+C<POST /v1/ops/{op}>: C<$body> is any Perl structure that encodes as JSON. Adds C<job>
+(the job resource) and C<location>. C<status> is 202 when the job was accepted (and
+not finished within C<wait>), 200 when C<wait> was given and the job finished in time.
+C<idempotency_key> sends C<Idempotency-Key>; C<deadline_seconds> sends
+C<X-Deadline-Seconds>. With C<< validate => 1 >> an invalid body is refused locally.
+
+=head2 job($id, wait => $s, after => $seq)
+
+C<GET /v1/jobs/{id}>. Adds C<job>. C<wait> alone waits until the job ends; with C<after>
+until it has an event past that C<seq>.
+
+=head2 call($op, $body, wait => $s, on_progress => sub { my ($progress, $job) = @_ }, ...)
+
+Submits (taking C<submit>'s options), then long-polls C<GET /v1/jobs/{id}?wait=N&after=S>
+until the job ends, for at most C<wait> seconds in all (default 300). Unlike the other
+verbs, C<ok> here means B<the operation succeeded>: then C<result> holds its result. A
+job that failed, was cancelled or expired gives C<< ok => 0 >> with the job's C<error>
+(or C<< { code => 'cancelled' | 'expired' } >>); running out of time gives
+C<< error => { code => 'timeout' } >>. C<job> always holds the latest job seen, so a
+caller can carry on with C<job> or C<events>.
+
+C<on_progress> is called with the job's latest C<progress> whenever it changes. Polls
+see the job's latest state, so progress events that come faster than the polls are
+coalesced; use C<events> to see every one.
+
+=head2 events($id, on_event => sub { my ($event) = @_ }, after => $seq, max_retries => 5)
+
+Follows C<GET /v1/jobs/{id}/events> as Server-Sent Events until the terminal event
+(C<result>, C<error>, C<cancelled> or C<expired>), calling C<on_event> with each event as
+C<< { seq, type, data } >> (C<data> decoded from JSON). C<after> starts past that seq.
+
+If the connection drops (or the gateway answers 503) before the terminal event, it
+reconnects with C<Last-Event-ID> set to the last seq delivered, so no event is missed or
+delivered twice. It gives up after C<max_retries> consecutive attempts that brought no
+new event (C<< error => { code => 'stream_interrupted' } >>).
+
+Adds C<events> (every event delivered, also on failure) and C<last_seq>. A die in
+C<on_event> propagates to the caller.
+
+=head2 cancel($id)
+
+C<DELETE /v1/jobs/{id}>. Adds C<job>.
+
+=head2 validate_request($op, $body)
+
+Checks C<$body> against C<definitions.request> of the operation's contract (fetched
+once from C<GET /v1/ops/{op}>) with L<JSON::Validator>. Returns nothing when it is valid;
+otherwise a response shaped like the gateway's 422:
+C<< { ok => 0, status => 422, local => 1, error => { code => 'invalid_request', message,
+details => [ { path => '/json/pointer', message }, ... ] } } >>. If the contract cannot
+be fetched, that failed response (with C<< local => 1 >>).
+
+=head1 SEE ALSO
+
+L<Gateway::Client::SSE>, L<Gateway::Worker>, the gateway's README.
+
+=cut
