@@ -10,10 +10,12 @@ from starlette.applications import Starlette
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway.auth import Authenticator
 from gateway.config import Settings
 from gateway.contracts import ContractRegistry
 from gateway.http import jobs, ops, system
 from gateway.http.responses import EXCEPTION_HANDLERS
+from gateway.limits import ClientLimits
 from gateway.metrics import Metrics
 from gateway.service import GatewayService
 from gateway.store import open_store
@@ -68,6 +70,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         lifespan=lifespan,
     )
     app.state.service = service
+    app.state.authenticator = Authenticator(settings.auth)
+    app.state.limits = ClientLimits(settings.rate_limit, settings.max_waiters_per_client)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

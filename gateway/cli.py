@@ -11,8 +11,19 @@ from typing import Any
 import click
 
 from gateway import __version__
+from gateway.auth import AuthSettings
 from gateway.config import DEFAULT_BROKER_URL, DEFAULT_STORE_URL, Settings
 from gateway.errors import ContractError
+
+AUTH_OPTIONS = (
+    "api_keys_file",
+    "jwt_secret",
+    "jwt_public_key_file",
+    "jwks_url",
+    "jwt_audience",
+    "jwt_issuer",
+    "job_token_secret",
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
@@ -107,13 +118,76 @@ def main() -> None:
     "separate them with spaces).",
 )
 @click.option(
+    "--api-keys",
+    "api_keys_file",
+    envvar="GATEWAY_API_KEYS",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    show_envvar=True,
+    help="Turns auth on: a JSON file of API keys, their subjects and scopes (SECURITY.md).",
+)
+@click.option(
+    "--jwt-secret",
+    envvar="GATEWAY_JWT_SECRET",
+    show_envvar=True,
+    help="Turns auth on: accept HS256 JWTs signed with this secret (prefer the variable).",
+)
+@click.option(
+    "--jwt-public-key",
+    "jwt_public_key_file",
+    envvar="GATEWAY_JWT_PUBLIC_KEY",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    show_envvar=True,
+    help="Turns auth on: accept RS256/ES256 JWTs verified with this PEM public key.",
+)
+@click.option(
+    "--jwks-url",
+    envvar="GATEWAY_JWKS_URL",
+    show_envvar=True,
+    help="Turns auth on: accept RS256/ES256 JWTs verified with keys from this JWKS URL.",
+)
+@click.option(
+    "--jwt-audience",
+    envvar="GATEWAY_JWT_AUDIENCE",
+    show_envvar=True,
+    help="Required `aud` of JWTs.",
+)
+@click.option(
+    "--jwt-issuer", envvar="GATEWAY_JWT_ISSUER", show_envvar=True, help="Required `iss` of JWTs."
+)
+@click.option(
+    "--job-token-secret",
+    envvar="GATEWAY_JOB_TOKEN_SECRET",
+    show_envvar=True,
+    help="Signs job tokens; give all instances the same (default: random per process).",
+)
+@click.option(
+    "--rate-limit",
+    envvar="GATEWAY_RATE_LIMIT",
+    show_envvar=True,
+    help='Requests per client, e.g. "100/second" or "10000/hour" (default: none).',
+)
+@click.option(
+    "--max-waiters-per-client",
+    envvar="GATEWAY_MAX_WAITERS_PER_CLIENT",
+    type=click.IntRange(min=1),
+    show_envvar=True,
+    help="Long-polls and streams one client may hold at once (default: no limit).",
+)
+@click.option(
+    "--forwarded-allow-ips",
+    envvar="GATEWAY_FORWARDED_ALLOW_IPS",
+    default="127.0.0.1",
+    show_envvar=True,
+    help="Proxies whose X-Forwarded-For names the client (for per-client limits).",
+)
+@click.option(
     "--log-level",
     envvar="GATEWAY_LOG_LEVEL",
     default="info",
     show_envvar=True,
     type=click.Choice(["debug", "info", "warning", "error"]),
 )
-def serve(host: str, port: int, log_level: str, **settings: object) -> None:
+def serve(host: str, port: int, log_level: str, forwarded_allow_ips: str, **settings: Any) -> None:
     """Serve the HTTP API."""
     import uvicorn
 
@@ -123,8 +197,13 @@ def serve(host: str, port: int, log_level: str, **settings: object) -> None:
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
-        settings["cors_origins"] = tuple(settings["cors_origins"])  # type: ignore[arg-type]
-        app = create_app(Settings(**settings))  # type: ignore[arg-type]
+        auth = AuthSettings(
+            **{name: settings.pop(name) for name in AUTH_OPTIONS},
+        )
+        settings["cors_origins"] = tuple(
+            origin for value in settings["cors_origins"] for origin in value.split()
+        )
+        app = create_app(Settings(auth=auth, **settings))
     except (ContractError, ValueError) as exc:
         click.echo(f"gateway: {exc}", err=True)
         sys.exit(2)
@@ -133,7 +212,9 @@ def serve(host: str, port: int, log_level: str, **settings: object) -> None:
         host=host,
         port=port,
         log_level=log_level,
-        access_log=False,
+        access_log=False,  # an access log would record job tokens in query strings
+        proxy_headers=True,
+        forwarded_allow_ips=forwarded_allow_ips,
         timeout_graceful_shutdown=5,
     )
 

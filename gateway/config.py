@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from gateway.auth import AuthSettings
 
 DEFAULT_BROKER_URL = "amqp://guest:guest@127.0.0.1:5673/"
 DEFAULT_STORE_URL = "sqlite:///var/gateway.sqlite3"
@@ -33,3 +35,9 @@ class Settings:
     """The `retry:` hint sent to EventSource clients."""
     cors_origins: tuple[str, ...] = ()
     """Browser origins allowed to call the API from another origin (none by default)."""
+    auth: AuthSettings = field(default_factory=AuthSettings)
+    """Bearer tokens and scopes; off unless a key source is given."""
+    rate_limit: str | None = None
+    """Requests per client, in the `limits` notation ("100/second", "5000/hour")."""
+    max_waiters_per_client: int | None = None
+    """Long-polls and streams one client may hold at once."""

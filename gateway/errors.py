@@ -42,6 +42,23 @@ class BadRequest(GatewayError):
     code = "bad_request"
 
 
+class Unauthorized(GatewayError):
+    """No token, or one that is invalid or expired."""
+
+    status_code = 401
+    code = "unauthorized"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"WWW-Authenticate": 'Bearer realm="gateway"'})
+
+
+class Forbidden(GatewayError):
+    """A valid token without the scope this needs."""
+
+    status_code = 403
+    code = "forbidden"
+
+
 class NotFound(GatewayError):
     status_code = 404
     code = "not_found"
@@ -74,6 +91,16 @@ class InvalidRequest(GatewayError):
 
     status_code = 422
     code = "invalid_request"
+
+
+class TooManyRequests(GatewayError):
+    """A client over its request rate or its share of waiters."""
+
+    status_code = 429
+    code = "too_many_requests"
+
+    def __init__(self, message: str, *, retry_after: int = 1) -> None:
+        super().__init__(message, headers={"Retry-After": str(retry_after)})
 
 
 class ServiceUnavailable(GatewayError):

@@ -66,6 +66,8 @@ class Job:
     request_hash: str | None = None
     deadline_at: float | None = None
     """When the job expires if it has not ended (epoch seconds)."""
+    owner: str | None = None
+    """The subject that submitted it (with auth on); nobody else may see it."""
 
     @property
     def terminal(self) -> bool:
@@ -97,11 +99,13 @@ def new_job(
     idempotency_key: str | None = None,
     request_hash: str | None = None,
     deadline_seconds: float | None = None,
+    owner: str | None = None,
 ) -> tuple[Job, Event]:
     """A fresh job and its first event, `queued` (seq 1)."""
     ts = now()
     job = Job(
         deadline_at=None if deadline_seconds is None else ts + deadline_seconds,
+        owner=owner,
         id=new_job_id(),
         op=op,
         status="queued",

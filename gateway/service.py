@@ -16,10 +16,11 @@ from collections import OrderedDict
 import orjson
 
 from gateway.answers import Outcome, dead_letter_outcome, interpret
+from gateway.auth import ANONYMOUS, Principal
 from gateway.broker import Answer, Broker
 from gateway.config import Settings
 from gateway.contracts import Contract, ContractRegistry
-from gateway.errors import Conflict, NotFound, ServiceUnavailable
+from gateway.errors import Conflict, Forbidden, NotFound, ServiceUnavailable
 from gateway.hub import Hub, Watch
 from gateway.jobs import Event, Job, error_body, new_job
 from gateway.metrics import Metrics
@@ -81,6 +82,7 @@ class GatewayService:
         body: JSON,
         idempotency_key: str | None = None,
         deadline_seconds: float | None = None,
+        owner: str | None = None,
     ) -> Job:
         """Store the job, publish its request, return once RabbitMQ confirmed it.
 
@@ -88,11 +90,15 @@ class GatewayService:
         idempotency key names a job with another request.
         """
         fingerprint = request_hash(body) if idempotency_key is not None else None
+        if idempotency_key is not None and owner is not None:
+            # Keys are each owner's own: another subject's same key is another job.
+            idempotency_key = f"{len(owner)}:{owner}:{idempotency_key}"
         job, first = new_job(
             contract.op,
             idempotency_key=idempotency_key,
             request_hash=fingerprint,
             deadline_seconds=deadline_seconds or contract.settings.deadline_seconds,
+            owner=owner,
         )
         raw = orjson.dumps(body)
         created = await self.store.create(job, first, raw)
@@ -136,9 +142,10 @@ class GatewayService:
 
     # -- reading and waiting ------------------------------------------------------------
 
-    async def job(self, job_id: str) -> Job:
+    async def job(self, job_id: str, principal: Principal = ANONYMOUS) -> Job:
+        """The job, if `principal` may see it; 404 alike for missing and not yours."""
         job = await self.store.get(job_id)
-        if job is None:
+        if job is None or not principal.may_read(job_id, job.owner):
             raise NotFound(f"no job with id {job_id!r}", code="job_not_found")
         return job
 
@@ -151,8 +158,16 @@ class GatewayService:
                 retry_after=2,
             )
 
-    async def wait_for_job(self, job_id: str, timeout: float, after: int | None = None) -> Job:
+    async def wait_for_job(
+        self,
+        job_id: str,
+        timeout: float,
+        after: int | None = None,
+        principal: Principal = ANONYMOUS,
+    ) -> Job:
         """The job once it is terminal (or has an event past `after`), or after `timeout`."""
+        if principal is not ANONYMOUS:
+            await self.job(job_id, principal)
         self.check_capacity()
 
         def done(job: Job | None) -> bool:
@@ -171,9 +186,11 @@ class GatewayService:
             raise NotFound(f"no job with id {job_id!r}", code="job_not_found")
         return job
 
-    async def wait_for_events(self, job_id: str, after: int, timeout: float) -> list[Event]:
+    async def wait_for_events(
+        self, job_id: str, after: int, timeout: float, principal: Principal = ANONYMOUS
+    ) -> list[Event]:
         """Events past `after`, waiting up to `timeout` for the first one."""
-        await self.job(job_id)
+        await self.job(job_id, principal)
         if timeout > 0:
             self.check_capacity()
 
@@ -186,8 +203,12 @@ class GatewayService:
 
     # -- cancelling -------------------------------------------------------------------------
 
-    async def cancel(self, job_id: str) -> Job:
+    async def cancel(self, job_id: str, principal: Principal = ANONYMOUS) -> Job:
         """Cancel a job that has not ended; a finished job is left as it is (409)."""
+        if principal.job_id is not None:
+            raise Forbidden("a job token may read its job, not cancel it")
+        if principal is not ANONYMOUS:
+            await self.job(job_id, principal)
         recorded = await self.store.record(
             job_id, "cancelled", error_body("cancelled", "the job was cancelled by a client")
         )

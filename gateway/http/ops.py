@@ -8,6 +8,7 @@ from starlette.routing import Route
 
 from gateway.contracts import Contract
 from gateway.errors import BadRequest
+from gateway.http.access import caller, client_key, job_json, limits_of
 from gateway.http.params import deadline_seconds, read_json_body, wait_seconds
 from gateway.http.responses import ORJSONResponse
 from gateway.service import GatewayService
@@ -32,11 +33,13 @@ def describe(contract: Contract) -> JSONObject:
 
 async def list_ops(request: Request) -> Response:
     service = service_of(request)
+    await caller(request)
     return ORJSONResponse({"ops": [describe(c) for c in service.contracts.values()]})
 
 
 async def get_op(request: Request) -> Response:
     """The contract file, with `x-gateway` showing every setting in force."""
+    await caller(request)
     contract = service_of(request).contract(request.path_params["op"])
     return ORJSONResponse({**contract.document, "x-gateway": contract.settings.to_json()})
 
@@ -44,7 +47,9 @@ async def get_op(request: Request) -> Response:
 async def submit(request: Request) -> Response:
     service = service_of(request)
     settings = service.settings
+    principal = await caller(request)
     contract = service.contract(request.path_params["op"])
+    principal.require_submit(contract.op)
     wait = wait_seconds(request, settings.max_wait_seconds, prefer=True)
     deadline = deadline_seconds(request)
     key = request.headers.get("idempotency-key")
@@ -55,13 +60,16 @@ async def submit(request: Request) -> Response:
         )
     body = await read_json_body(request, settings.max_body_bytes)
     contract.validate_request(body)
-    job = await service.submit(contract, body, key, deadline)
+    job = await service.submit(contract, body, key, deadline, owner=principal.subject)
     headers = {"Location": f"/v1/jobs/{job.id}"}
     if wait:
-        job = await service.wait_for_job(job.id, wait)
+        with limits_of(request).waiting(client_key(request, principal)):
+            job = await service.wait_for_job(job.id, wait)
         if "wait" not in request.query_params:
             headers["Preference-Applied"] = f"wait={wait:g}"
-    return ORJSONResponse(job.to_json(), status_code=200 if job.terminal else 202, headers=headers)
+    return ORJSONResponse(
+        job_json(request, job), status_code=200 if job.terminal else 202, headers=headers
+    )
 
 
 routes = [

@@ -17,6 +17,8 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.requests import Request
 from starlette.responses import Response
 
+from gateway.auth import Principal
+from gateway.limits import ClientLimits
 from gateway.service import GatewayService
 from gateway.types import TERMINAL_EVENTS
 
@@ -28,12 +30,12 @@ def wants_event_stream(request: Request) -> bool:
 
 
 async def frames(
-    service: GatewayService, job_id: str, after: int
+    service: GatewayService, job_id: str, after: int, limits: ClientLimits, client: str
 ) -> AsyncIterator[ServerSentEvent]:
     retry = service.settings.sse_retry_ms
     yield ServerSentEvent(comment="stream of job " + job_id, retry=retry)
     cursor = after
-    with service.hub.watch(job_id) as watch:
+    with limits.waiting(client), service.hub.watch(job_id) as watch:
         watch.arm()
         events = await service.store.events(job_id, cursor)
         while True:
@@ -55,16 +57,25 @@ async def frames(
             events = noticed if noticed is not None else await service.store.events(job_id, cursor)
 
 
-async def event_stream(service: GatewayService, job_id: str, after: int) -> Response:
-    job = await service.job(job_id)  # a 404 must come before the 200 of a stream
+async def event_stream(
+    service: GatewayService,
+    job_id: str,
+    after: int,
+    principal: Principal,
+    limits: ClientLimits,
+    client: str,
+) -> Response:
+    job = await service.job(job_id, principal)  # a 404 must come before the 200 of a stream
     if job.terminal and after >= job.seq:
         # The client has the end already (an EventSource reconnecting after the terminal
         # event): 204 is what tells a browser to stop reconnecting.
         return Response(status_code=204)
     service.check_capacity()
+    with limits.waiting(client):
+        pass  # refuse now, while a JSON error can still be sent; the stream holds a slot
     settings = service.settings
     return EventSourceResponse(
-        frames(service, job_id, after),
+        frames(service, job_id, after, limits, client),
         ping=settings.sse_ping_seconds,
         send_timeout=settings.sse_send_timeout_seconds,
         headers={"Cache-Control": "no-cache, no-store"},

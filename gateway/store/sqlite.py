@@ -24,7 +24,7 @@ from gateway.types import JSON, EventType
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY,
@@ -41,7 +41,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     request BLOB NOT NULL,
     published INTEGER NOT NULL DEFAULT 0,
     deadline_at REAL,
-    lease_until REAL
+    lease_until REAL,
+    owner TEXT
 );
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency ON jobs (op, idempotency_key)
     WHERE idempotency_key IS NOT NULL;
@@ -63,7 +64,7 @@ CREATE TABLE IF NOT EXISTS events (
 
 JOB_COLUMNS = (
     "id, op, status, seq, created_at, updated_at, result, error, progress, "
-    "idempotency_key, request_hash, deadline_at"
+    "idempotency_key, request_hash, deadline_at, owner"
 )
 
 
@@ -89,6 +90,7 @@ def _job(row: tuple[Any, ...]) -> Job:
         idempotency_key=row[9],
         request_hash=row[10],
         deadline_at=row[11],
+        owner=row[12],
     )
 
 
@@ -175,9 +177,9 @@ class SQLiteStore(JobStore):
                     (job.op, job.idempotency_key),
                 ).fetchone()
                 if row is not None:
-                    return Created(_job(row), False, row[12], bool(row[13]))
+                    return Created(_job(row), False, row[13], bool(row[14]))
             db.execute(
-                f"INSERT INTO jobs ({JOB_COLUMNS}, request) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                f"INSERT INTO jobs ({JOB_COLUMNS}, request) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     job.id,
                     job.op,
@@ -191,6 +193,7 @@ class SQLiteStore(JobStore):
                     job.idempotency_key,
                     job.request_hash,
                     job.deadline_at,
+                    job.owner,
                     request,
                 ),
             )

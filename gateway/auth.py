@@ -1,0 +1,186 @@
+"""Who is calling: bearer tokens (static API keys from a file, or JWTs), their scopes,
+and short-lived job tokens for browsers' EventSource (which cannot send headers).
+
+Off by default (every caller is the anonymous principal with every scope). Turned on by
+giving any key source. A token never reaches a log: errors say what is wrong with a
+token, never what it was.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import secrets
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jwt
+import orjson
+
+from gateway.errors import ContractError, Forbidden, Unauthorized
+
+ANY_OP = "ops:*"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    subject: str | None
+    """Who: the API key's subject or the JWT's `sub`; None when auth is off."""
+    scopes: frozenset[str] = field(default_factory=frozenset)
+    job_id: str | None = None
+    """Set for a job token: it opens that one job, read-only, and nothing else."""
+
+    def may_submit(self, op: str) -> bool:
+        return self.job_id is None and (ANY_OP in self.scopes or f"ops:{op}" in self.scopes)
+
+    def require_submit(self, op: str) -> None:
+        if not self.may_submit(op):
+            raise Forbidden(f"this token has no scope for operation {op} (needs ops:{op})")
+
+    def may_read(self, job_id: str, owner: str | None) -> bool:
+        if self.job_id is not None:
+            return self.job_id == job_id
+        return self.subject is None or owner is None or owner == self.subject
+
+
+ANONYMOUS = Principal(subject=None, scopes=frozenset({ANY_OP}))
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    sha256: bytes
+    subject: str
+    scopes: frozenset[str]
+
+
+def load_api_keys(path: Path) -> list[ApiKey]:
+    """`{"keys": [{"key" or "key_sha256": ..., "subject": ..., "scopes": [...]}]}`.
+    Prefer `key_sha256` (hex): then the file holds no usable secret."""
+    try:
+        document = orjson.loads(path.read_bytes())
+        keys = []
+        for entry in document["keys"]:
+            if "key_sha256" in entry:
+                digest = bytes.fromhex(entry["key_sha256"])
+            else:
+                digest = hashlib.sha256(entry["key"].encode()).digest()
+            keys.append(ApiKey(digest, str(entry["subject"]), frozenset(entry["scopes"])))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ContractError(f"{path}: not a valid API key file: {exc}") from exc
+    return keys
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    api_keys_file: Path | None = None
+    jwt_secret: str | None = None
+    """HS256 shared secret."""
+    jwt_public_key_file: Path | None = None
+    """RS256/ES256 public key (PEM)."""
+    jwks_url: str | None = None
+    """RS256 keys from a JWKS document (https URL, or file:// path)."""
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
+    job_token_secret: str | None = None
+    """Signs job tokens; give every instance the same one. Default: random per process."""
+    job_token_ttl_seconds: float = 3600.0
+
+    @property
+    def enabled(self) -> bool:
+        return any((self.api_keys_file, self.jwt_secret, self.jwt_public_key_file, self.jwks_url))
+
+
+class Authenticator:
+    def __init__(self, settings: AuthSettings) -> None:
+        self.settings = settings
+        self.enabled = settings.enabled
+        self._keys = {
+            k.sha256: k
+            for k in (load_api_keys(settings.api_keys_file) if settings.api_keys_file else [])
+        }
+        self._public_key = (
+            settings.jwt_public_key_file.read_text() if settings.jwt_public_key_file else None
+        )
+        self._jwks = jwt.PyJWKClient(settings.jwks_url) if settings.jwks_url else None
+        secret = settings.job_token_secret or secrets.token_urlsafe(32)
+        self._job_key = hashlib.sha256(b"gateway job token\0" + secret.encode()).digest()
+
+    async def authenticate(
+        self, authorization: str | None, query_token: str | None, job_id: str | None = None
+    ) -> Principal:
+        """The caller of a request. `query_token` is only accepted as a job token for
+        `job_id` (the one place a browser cannot send an Authorization header)."""
+        if not self.enabled:
+            return ANONYMOUS
+        if authorization:
+            scheme, _, token = authorization.partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise Unauthorized("use Authorization: Bearer <token>")
+            return await self._bearer(token.strip())
+        if query_token and job_id:
+            return self.verify_job_token(query_token, job_id)
+        raise Unauthorized("authentication required: send Authorization: Bearer <token>")
+
+    async def _bearer(self, token: str) -> Principal:
+        key = self._keys.get(hashlib.sha256(token.encode()).digest())
+        if key is not None:
+            return Principal(key.subject, key.scopes)
+        if token.count(".") == 2 and (self.settings.jwt_secret or self._public_key or self._jwks):
+            return await self._jwt(token)
+        raise Unauthorized("unknown or invalid token")
+
+    async def _jwt(self, token: str) -> Principal:
+        try:
+            header = jwt.get_unverified_header(token)
+            algorithm = header.get("alg")
+            if algorithm == "HS256" and self.settings.jwt_secret:
+                key: Any = self.settings.jwt_secret
+            elif algorithm in ("RS256", "ES256") and self._jwks is not None:
+                # PyJWKClient fetches (and caches) with blocking I/O: keep it off the loop.
+                key = (await asyncio.to_thread(self._jwks.get_signing_key_from_jwt, token)).key
+            elif algorithm in ("RS256", "ES256") and self._public_key:
+                key = self._public_key
+            else:
+                raise Unauthorized(f"tokens signed with {algorithm!r} are not accepted")
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[algorithm],
+                options={"require": ["exp", "sub"]},
+                audience=self.settings.jwt_audience,
+                issuer=self.settings.jwt_issuer,
+            )
+        except jwt.ExpiredSignatureError:
+            raise Unauthorized("the token has expired") from None
+        except (jwt.InvalidTokenError, jwt.PyJWKClientError) as exc:
+            raise Unauthorized(f"invalid token: {type(exc).__name__}") from None
+        # OAuth's space-separated `scope`, or a `scopes` list.
+        scope = claims.get("scope")
+        scope_list = scope.split() if isinstance(scope, str) else claims.get("scopes", [])
+        if not isinstance(scope_list, list):
+            raise Unauthorized("invalid token: scopes must be a list")
+        return Principal(str(claims["sub"]), frozenset(map(str, scope_list)))
+
+    # -- job tokens --------------------------------------------------------------------
+
+    def issue_job_token(self, job_id: str, now: float | None = None) -> str:
+        """A token that opens one job's resource and events, read-only, for a while."""
+        expires = int((now or time.time()) + self.settings.job_token_ttl_seconds)
+        payload = f"{job_id}.{expires}"
+        return f"{expires}.{self._sign(payload)}"
+
+    def verify_job_token(self, token: str, job_id: str) -> Principal:
+        expires_text, _, signature = token.partition(".")
+        if not expires_text.isdigit() or not hmac.compare_digest(
+            signature, self._sign(f"{job_id}.{expires_text}")
+        ):
+            raise Unauthorized("invalid job token")
+        if int(expires_text) < time.time():
+            raise Unauthorized("the job token has expired")
+        return Principal(subject=None, job_id=job_id)
+
+    def _sign(self, payload: str) -> str:
+        return hmac.new(self._job_key, payload.encode(), hashlib.sha256).hexdigest()

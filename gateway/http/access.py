@@ -1,0 +1,55 @@
+"""Who is calling, and what they may do: the bridge from a request to a `Principal`, the
+per-client limits, and the job token handed out with each job when auth is on."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+
+from gateway.auth import Authenticator, Principal
+from gateway.jobs import Job
+from gateway.limits import ClientLimits
+from gateway.types import JSONObject
+
+JOB_TOKEN_PARAM = "access_token"
+
+
+def authenticator_of(request: Request) -> Authenticator:
+    auth: Authenticator = request.app.state.authenticator
+    return auth
+
+
+def limits_of(request: Request) -> ClientLimits:
+    limits: ClientLimits = request.app.state.limits
+    return limits
+
+
+def client_key(request: Request, principal: Principal) -> str:
+    """A client, for its limits: its subject with auth on, else its address."""
+    if principal.subject is not None:
+        return "sub:" + principal.subject
+    if principal.job_id is not None:
+        return "job:" + principal.job_id
+    return "addr:" + (request.client.host if request.client else "unknown")
+
+
+async def caller(request: Request) -> Principal:
+    """Authenticate the request (401 if it must and cannot) and count it against its
+    client's rate (429). A job token in the query is honoured only on a job's GETs."""
+    job_id = request.path_params.get("job_id") if request.method == "GET" else None
+    principal = await authenticator_of(request).authenticate(
+        request.headers.get("authorization"),
+        request.query_params.get(JOB_TOKEN_PARAM),
+        job_id,
+    )
+    await limits_of(request).hit(client_key(request, principal))
+    return principal
+
+
+def job_json(request: Request, job: Job) -> JSONObject:
+    """The job resource; with auth on, plus a token that opens this job's events where no
+    Authorization header can be sent (EventSource): `?access_token=<job_token>`."""
+    body = job.to_json()
+    auth = authenticator_of(request)
+    if auth.enabled:
+        body["job_token"] = auth.issue_job_token(job.id)
+    return body
