@@ -25,7 +25,9 @@ from aio_pika.abc import (
     AbstractQueue,
     AbstractRobustConnection,
 )
+from aio_pika.connection import make_url
 from aio_pika.exceptions import AMQPError, ChannelInvalidStateError, DeliveryError, PublishError
+from yarl import URL
 
 from gateway.contracts import Contract, ContractRegistry
 from gateway.errors import ServiceUnavailable
@@ -96,8 +98,13 @@ class Broker:
         publish_timeout: float = 5.0,
         prefetch: int = 256,
         reconnect_interval: float = 1.0,
+        attach: Callable[[AbstractRobustConnection], Awaitable[None]] | None = None,
+        on_reconnect: Callable[[], None] | None = None,
     ) -> None:
-        self.url = url
+        # Several addresses (a cluster), separated by commas or spaces: see _fail_over.
+        self.urls = url.replace(",", " ").split()
+        self.attach = attach
+        self.on_reconnect = on_reconnect
         self.contracts = contracts
         self.on_answer = on_answer
         self.on_dead_letter = on_dead_letter
@@ -109,6 +116,7 @@ class Broker:
         self._cancel_exchange: AbstractExchange | None = None
         self._ready = asyncio.Event()
         self._starting: asyncio.Task[None] | None = None
+        self._failover: asyncio.Task[None] | None = None
 
     @property
     def ready(self) -> bool:
@@ -129,9 +137,15 @@ class Broker:
 
     async def _connect(self) -> None:
         # fail_fast=False: keep retrying the first connect too, every reconnect_interval.
-        self._connection = await aio_pika.connect_robust(
-            self.url, fail_fast=False, reconnect_interval=self.reconnect_interval
-        )
+        options: dict[str, Any] = {
+            "fail_fast": False,
+            "reconnect_interval": self.reconnect_interval,
+        }
+        connection = aio_pika.RobustConnection(make_url(self.urls[0], **options), **options)
+        self._connection = connection
+        if len(self.urls) > 1:
+            self._failover = asyncio.create_task(self._fail_over(connection), name="failover")
+        await connection.connect()
         self._publisher = await self._connection.channel(
             publisher_confirms=True, on_return_raises=True
         )
@@ -141,11 +155,32 @@ class Broker:
         consumer = await self._connection.channel()
         await consumer.set_qos(prefetch_count=self.prefetch)
         await self._declare(consumer)
+        if self.attach is not None:
+            await self.attach(self._connection)
         # Robust channels restore the topology and consumers before reconnect_callbacks run.
         self._connection.close_callbacks.add(lambda *_: self._ready.clear())
-        self._connection.reconnect_callbacks.add(lambda *_: self._ready.set())
+        self._connection.reconnect_callbacks.add(lambda *_: self._reconnected())
         self._ready.set()
         log.info("connected to RabbitMQ, topology declared for %d operations", len(self.contracts))
+
+    def _reconnected(self) -> None:
+        self._ready.set()
+        if self.on_reconnect is not None:
+            self.on_reconnect()
+
+    async def _fail_over(self, connection: aio_pika.RobustConnection) -> None:
+        """While disconnected, point the next reconnect attempt at the next address.
+        (aio-pika's robust connection retries one URL; each attempt reads `url` anew.)"""
+        index = 0
+        while True:
+            await asyncio.sleep(self.reconnect_interval)
+            if connection.connected.is_set():
+                continue
+            index = (index + 1) % len(self.urls)
+            connection.url = URL(self.urls[index]).with_query(connection.url.query)
+            log.info(
+                "RabbitMQ unreachable; next attempt at address %d of %d", index + 1, len(self.urls)
+            )
 
     async def _declare(self, channel: AbstractChannel) -> None:
         dlx = await channel.declare_exchange(
@@ -270,6 +305,8 @@ class Broker:
         )
 
     async def close(self) -> None:
+        if self._failover is not None:
+            self._failover.cancel()
         if self._starting is not None and not self._starting.done():
             self._starting.cancel()
             await asyncio.gather(self._starting, return_exceptions=True)

@@ -35,6 +35,8 @@ class Settings:
     """The `retry:` hint sent to EventSource clients."""
     cors_origins: tuple[str, ...] = ()
     """Browser origins allowed to call the API from another origin (none by default)."""
+    notify_peers: bool | None = None
+    """Tell other gateway instances about new events (None: when the store is shared)."""
     auth: AuthSettings = field(default_factory=AuthSettings)
     """Bearer tokens and scopes; off unless a key source is given."""
     rate_limit: str | None = None

@@ -88,6 +88,12 @@ class Hub:
                 if not watches:
                     del self._watches[job_id]
 
+    def wake_all(self) -> None:
+        """Wake every waiter to re-read the store (after notices may have been lost)."""
+        for watches in self._watches.values():
+            for watch in watches:
+                watch.notice(None, None)
+
     def notify(self, job_id: str, job: Job | None = None, event: Event | None = None) -> None:
         """The job has changed (to `job`, by `event`, when known): wake its watchers."""
         for watch in self._watches.get(job_id, ()):

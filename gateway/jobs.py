@@ -50,6 +50,19 @@ class Event:
     def to_json(self) -> JSONObject:
         return {"seq": self.seq, "type": self.type, "time": isoformat(self.time), "data": self.data}
 
+    def to_record(self) -> JSONObject:
+        return {
+            "job_id": self.job_id,
+            "seq": self.seq,
+            "type": self.type,
+            "data": self.data,
+            "time": self.time,
+        }
+
+    @classmethod
+    def from_record(cls, record: JSONObject) -> Event:
+        return cls(**record)
+
 
 @dataclass(frozen=True, slots=True)
 class Job:
@@ -72,6 +85,14 @@ class Job:
     @property
     def terminal(self) -> bool:
         return self.status in TERMINAL_STATUSES
+
+    def to_record(self) -> JSONObject:
+        """Every field, for telling other gateway instances (see `from_record`)."""
+        return {name: getattr(self, name) for name in self.__slots__}
+
+    @classmethod
+    def from_record(cls, record: JSONObject) -> Job:
+        return cls(**record)
 
     def to_json(self) -> JSONObject:
         body: JSONObject = {

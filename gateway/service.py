@@ -24,6 +24,7 @@ from gateway.errors import Conflict, Forbidden, NotFound, ServiceUnavailable
 from gateway.hub import Hub, Watch
 from gateway.jobs import Event, Job, error_body, new_job
 from gateway.metrics import Metrics
+from gateway.peers import PeerNotices
 from gateway.store import JobStore
 from gateway.types import JSON
 
@@ -44,12 +45,16 @@ class GatewayService:
         self.store = store
         self.hub = Hub()
         self.metrics = Metrics()
+        share = settings.notify_peers if settings.notify_peers is not None else store.shared
+        self.peers = PeerNotices(self.hub) if share else None
         self.broker = Broker(
             settings.broker_url,
             contracts,
             on_answer=self.on_answer,
             on_dead_letter=self.on_dead_letter,
             publish_timeout=settings.publish_timeout_seconds,
+            attach=self.peers.attach if self.peers else None,
+            on_reconnect=self.peers.woke_after_reconnect if self.peers else None,
         )
         self.metrics.watch(lambda: self.broker.ready, lambda: self.hub.waiting)
         self._sweeper: asyncio.Task[None] | None = None
@@ -219,7 +224,7 @@ class GatewayService:
             if job.status == "cancelled":
                 return job  # cancelling twice is fine
             raise Conflict(f"the job has already ended ({job.status})", code="job_finished")
-        self.hub.notify(job_id, job, recorded.event)
+        await self._announce(job, recorded.event)
         self.metrics.jobs_finished.labels(job.op, "cancelled").inc()
         try:
             await self.broker.publish_cancel(job_id, job.op)
@@ -285,7 +290,13 @@ class GatewayService:
         if job.terminal:
             self._ops_in_flight.pop(job_id, None)
             self.metrics.jobs_finished.labels(job.op, job.status).inc()
-        self.hub.notify(job_id, job, recorded.event)
+        await self._announce(job, recorded.event)
+
+    async def _announce(self, job: Job, event: Event) -> None:
+        """A new event is stored: wake this instance's waiters, and tell the others."""
+        self.hub.notify(job.id, job, event)
+        if self.peers is not None:
+            await self.peers.tell(job, event)
 
     # -- deadlines, leases, retention ---------------------------------------------------
 

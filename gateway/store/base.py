@@ -35,6 +35,10 @@ class Recorded:
 
 
 class JobStore(ABC):
+    shared: bool = False
+    """True when several gateway instances may use this store at once (then they tell
+    each other about new events: see gateway/peers.py)."""
+
     @abstractmethod
     async def open(self) -> None: ...
 

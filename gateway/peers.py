@@ -1,0 +1,72 @@
+"""Many gateway instances, one truth: when an instance records an event, it tells the
+others through RabbitMQ (a fanout exchange, one exclusive queue per instance), so their
+long-polls and streams wake at once instead of polling the shared store.
+
+A notice carries the job and the event, so a woken waiter usually needs no store read. A
+notice is fire-and-forget: one lost while an instance was disconnected is made good when
+it reconnects, by waking every waiter of that instance to re-read the store.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+
+import aio_pika
+import orjson
+from aio_pika.abc import AbstractExchange, AbstractIncomingMessage, AbstractRobustConnection
+
+from gateway.hub import Hub
+from gateway.jobs import Event, Job
+
+log = logging.getLogger("gateway.peers")
+
+NOTICES_EXCHANGE = "gateway.notices"
+
+
+class PeerNotices:
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self.instance = secrets.token_hex(8)
+        self._exchange: AbstractExchange | None = None
+
+    async def attach(self, connection: AbstractRobustConnection) -> None:
+        """Declare this instance's side of the notices (restored on reconnects)."""
+        channel = await connection.channel()
+        self._exchange = await channel.declare_exchange(
+            NOTICES_EXCHANGE, aio_pika.ExchangeType.FANOUT, durable=True
+        )
+        queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+        await queue.bind(self._exchange)
+        await queue.consume(self._on_notice, no_ack=True)
+
+    async def tell(self, job: Job, event: Event) -> None:
+        exchange = self._exchange
+        if exchange is None:
+            return
+        body = orjson.dumps({"job": job.to_record(), "event": event.to_record()})
+        try:
+            await exchange.publish(
+                aio_pika.Message(
+                    body, content_type="application/json", headers={"x-instance": self.instance}
+                ),
+                routing_key="",
+            )
+        except Exception:
+            log.warning("notice for job %s not sent to other instances", job.id, exc_info=True)
+
+    async def _on_notice(self, message: AbstractIncomingMessage) -> None:
+        if (message.headers or {}).get("x-instance") == self.instance:
+            return  # our own, already handled here
+        try:
+            notice = orjson.loads(message.body)
+            job = Job.from_record(notice["job"])
+            event = Event.from_record(notice["event"])
+        except (ValueError, KeyError, TypeError):
+            log.warning("malformed notice dropped")
+            return
+        self.hub.notify(job.id, job, event)
+
+    def woke_after_reconnect(self) -> None:
+        """Notices may have been lost while disconnected: every waiter re-reads."""
+        self.hub.wake_all()
