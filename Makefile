@@ -1,13 +1,14 @@
 # make run   - set up, then run RabbitMQ + gateway + example workers
 # make test  - set up, then lint, type-check and run every test against a real RabbitMQ
+# make bench - the benchmark harness; writes bench/RESULTS.md
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # Debian packages: the broker, curl, and what each client suite lists for itself.
-SYSTEM_PACKAGES := rabbitmq-server curl jq $(shell cat clients/*/debian-packages.txt 2>/dev/null)
+SYSTEM_PACKAGES := rabbitmq-server curl jq nginx $(shell cat clients/*/debian-packages.txt 2>/dev/null)
 
-.PHONY: run test setup system-deps js-deps lint typecheck pytest broker-start broker-stop clean
+.PHONY: run test bench setup system-deps js-deps lint typecheck pytest broker-start broker-stop clean
 
 run: setup
 	deploy/run-local.sh
@@ -33,9 +34,15 @@ clients/js/node_modules/.installed: clients/js/package-lock.json
 	cd clients/js && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
+# The benchmark: every figure side by side in one run; writes bench/RESULTS.md (~12 min).
+bench: setup
+	deploy/install-system-deps.sh $$(cat bench/debian-packages.txt)
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python -m bench.run
+
 lint: setup
-	$(BIN)/ruff check gateway tests examples
-	$(BIN)/ruff format --check gateway tests examples
+	$(BIN)/ruff check gateway tests examples bench
+	$(BIN)/ruff format --check gateway tests examples bench
 
 typecheck: setup
 	$(BIN)/mypy
