@@ -1,0 +1,147 @@
+"""Run the whole benchmark and write bench/RESULTS.md.
+
+    .venv/bin/python -m bench.run                       # everything, 3 repeats (~10 min)
+    .venv/bin/python -m bench.run --duration 5 --repeats 1 --scenarios raw,rpc
+
+Every figure comes from one run, on one machine and one private RabbitMQ node. The
+scenarios take turns within each repeat (round-robin), so a slow spell of the machine
+touches all of them alike; each figure reported is the median over the repeats, and each
+ratio the median of the per-repeat ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import shutil
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as `python bench/run.py`
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.report import write_report
+from bench.scenarios import Bench, Settings
+
+SCENARIOS = ("raw", "rpc", "async", "celery", "latency", "waiters")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per measurement")
+    parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds first")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each measurement")
+    parser.add_argument("--concurrency", type=int, default=64, help="requests in flight (C)")
+    parser.add_argument("--waiters", type=int, default=10_000, help="idle connections")
+    parser.add_argument(
+        "--scenarios",
+        default=",".join(SCENARIOS),
+        help=f"comma-separated, from: {', '.join(SCENARIOS)}",
+    )
+    parser.add_argument(
+        "--output", type=Path, default=Path(__file__).resolve().parent / "RESULTS.md"
+    )
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the work directory (logs, stores)"
+    )
+    args = parser.parse_args(argv)
+    args.scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
+    unknown = set(args.scenarios) - set(SCENARIOS)
+    if unknown:
+        parser.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
+    return args
+
+
+def plan(bench: Bench, scenarios: list[str]) -> list[tuple[str, Any]]:
+    """(key, measurement) in the order each repeat runs them."""
+    steps: list[tuple[str, Any]] = []
+    if "raw" in scenarios:
+        steps += [
+            ("raw.transient", lambda: bench.raw_rpc("transient")),
+            ("raw.durable", lambda: bench.raw_rpc("durable")),
+        ]
+    if "rpc" in scenarios:
+        steps += [
+            ("rpc.light", lambda: bench.gateway_rpc("light")),
+            ("rpc.durable", lambda: bench.gateway_rpc("durable")),
+        ]
+    if "async" in scenarios:
+        steps += [
+            ("async.poll", lambda: bench.gateway_async("poll")),
+            ("async.sse", lambda: bench.gateway_async("sse")),
+        ]
+    if "celery" in scenarios:
+        steps += [("celery", bench.celery)]
+    if "latency" in scenarios:
+        steps += [
+            ("c1.raw.transient", lambda: bench.raw_rpc("transient", concurrency=1)),
+            ("c1.rpc.light", lambda: bench.gateway_rpc("light", concurrency=1)),
+            ("c1.raw.durable", lambda: bench.raw_rpc("durable", concurrency=1)),
+            ("c1.rpc.durable", lambda: bench.gateway_rpc("durable", concurrency=1)),
+        ]
+    if "waiters" in scenarios:
+        steps += [("waiters", bench.idle_waiters)]
+    return steps
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    command = " ".join(
+        [".venv/bin/python -m bench.run", *map(shlex.quote, argv or sys.argv[1:])]
+    ).strip()
+    work = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
+    settings = Settings(args.duration, args.warmup, args.concurrency, args.waiters)
+    bench = Bench(work, settings)
+    runs: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    failures: list[str] = []
+    started = time.monotonic()
+    print(f"benchmark: work directory {work}", flush=True)
+    try:
+        bench.start()
+        steps = plan(bench, args.scenarios)
+        for repeat in range(1, args.repeats + 1):
+            for key, measure in steps:
+                print(f"[{repeat}/{args.repeats}] {key} ...", end=" ", flush=True)
+                try:
+                    result = measure()
+                except Exception as exc:  # one failed measurement does not sink the run
+                    failures.append(f"repeat {repeat}, {key}: {exc}")
+                    print(f"FAILED: {exc}", flush=True)
+                    continue
+                runs[key].append(result)
+                print(_brief(result), flush=True)
+    except KeyboardInterrupt:
+        print("\ninterrupted: stopping everything", flush=True)
+        failures.append("interrupted by Ctrl-C")
+    finally:
+        bench.stop()
+    elapsed = time.monotonic() - started
+    write_report(args.output, runs, failures, command, settings, args.repeats, elapsed)
+    print(f"wrote {args.output} after {elapsed / 60:.1f} min", flush=True)
+    if args.keep:
+        print(f"kept {work}", flush=True)
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+    return 1 if failures else 0
+
+
+def _brief(result: dict[str, Any]) -> str:
+    if "rps" in result:
+        return (
+            f"{result['rps']:.0f}/s p50 {result['p50_ms']:.2f} ms "
+            f"p99 {result['p99_ms']:.2f} ms errors {result['errors']}"
+        )
+    return (
+        f"{result['held']} held, {result['rss_per_conn_kb']:.1f} KB each, "
+        f"all reached in {result['fanout_all_ms']:.0f} ms"
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
