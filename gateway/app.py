@@ -19,6 +19,8 @@ from gateway.limits import ClientLimits
 from gateway.metrics import Metrics
 from gateway.service import GatewayService
 from gateway.store import open_store
+from gateway.store.memory import MemoryStore
+from gateway.store.routing import DurabilityRouter
 
 CORS_REQUEST_HEADERS = [
     "Authorization",
@@ -54,7 +56,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
     """A gateway app. Contracts are loaded (and a broken one refused) right here."""
     settings = settings or Settings()
     contracts = ContractRegistry.from_directory(settings.contracts_dir)
-    service = GatewayService(settings, contracts, open_store(settings.store_url))
+    store = open_store(settings.store_url)
+    light_ops = {c.op for c in contracts.values() if c.settings.durability == "light"}
+    if light_ops:
+        store = DurabilityRouter(store, MemoryStore(), light_ops)
+    service = GatewayService(settings, contracts, store)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

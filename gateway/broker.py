@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -117,6 +118,9 @@ class Broker:
         self._ready = asyncio.Event()
         self._starting: asyncio.Task[None] | None = None
         self._failover: asyncio.Task[None] | None = None
+        # Light operations' answers come back to this instance alone (their jobs live in
+        # its memory), through a queue of its own that needs no disk.
+        self.reply_queue = f"gateway.replies.{secrets.token_hex(6)}"
 
     @property
     def ready(self) -> bool:
@@ -197,7 +201,9 @@ class Broker:
             await channel.declare_queue(
                 contract.op, durable=True, arguments=queue_arguments(contract)
             )
+        replies = await channel.declare_queue(self.reply_queue, exclusive=True, auto_delete=True)
         await answers.consume(self._consumer(self.on_answer))
+        await replies.consume(self._consumer(self.on_answer))
         await dead.consume(self._consumer(self.on_dead_letter))
 
     def _consumer(self, handler: AnswerHandler) -> Callable[[AbstractIncomingMessage], Any]:
@@ -256,7 +262,7 @@ class Broker:
             content_type="application/json",
             correlation_id=job_id,
             message_id=job_id,
-            reply_to=ANSWERS_QUEUE,
+            reply_to=ANSWERS_QUEUE if durable else self.reply_queue,
             type=contract.op,
             delivery_mode=(
                 aio_pika.DeliveryMode.PERSISTENT

@@ -219,8 +219,16 @@ async def test_light_durability_is_declared_and_shown(rabbit, tmp_path, run_work
         await run_worker(worker)
         r = await http.post(f"/v1/ops/{ops['quick']}?wait=10", json={"x": 1})
         assert r.json()["result"] == {"echo": {"x": 1}}
+        events = (await http.get(f"{r.headers['location']}/events")).json()["events"]
+        assert [e["type"] for e in events] == ["queued", "result"]
+        durable_job = await http.post(f"/v1/ops/{gw.op('math.add')}", json={"a": 1, "b": 2})
         shown = (await http.get(f"/v1/ops/{ops['quick']}")).json()["x-gateway"]
         durable = (await http.get(f"/v1/ops/{gw.op('math.add')}")).json()["x-gateway"]
+    # What light gives up, exactly: its jobs live in the memory of the instance that
+    # took them, so a restarted gateway no longer knows them (durable ones it does).
+    async with serve_gateway(settings, ops) as gw, gw.client() as http:
+        assert (await http.get(r.headers["location"])).status_code == 404
+        assert (await http.get(durable_job.headers["location"])).status_code == 200
     assert shown["durability"] == "light"
     assert durable["durability"] == "durable"
     assert durable["retention_seconds"] == 7 * 24 * 3600

@@ -1,0 +1,63 @@
+"""One store interface over two stores: light operations' jobs in memory, everything
+else in the durable store. A job is found where it lives; the rest of the gateway never
+asks which."""
+
+from __future__ import annotations
+
+from gateway.jobs import Event, Job
+from gateway.store.base import Created, JobStore, Overdue, Recorded
+from gateway.store.memory import MemoryStore
+from gateway.types import JSON, EventType
+
+
+class DurabilityRouter(JobStore):
+    def __init__(self, durable: JobStore, light: MemoryStore, light_ops: set[str]) -> None:
+        self.durable = durable
+        self.light = light
+        self.light_ops = frozenset(light_ops)
+        self.shared = durable.shared
+
+    def _of(self, job_id: str) -> JobStore:
+        return self.light if job_id in self.light else self.durable
+
+    async def open(self) -> None:
+        await self.durable.open()
+        await self.light.open()
+
+    async def close(self) -> None:
+        await self.light.close()
+        await self.durable.close()
+
+    async def ping(self) -> None:
+        await self.durable.ping()
+
+    async def create(self, job: Job, first: Event, request: bytes) -> Created:
+        store = self.light if job.op in self.light_ops else self.durable
+        return await store.create(job, first, request)
+
+    async def mark_published(self, job_id: str) -> None:
+        await self._of(job_id).mark_published(job_id)
+
+    async def discard(self, job_id: str) -> None:
+        await self._of(job_id).discard(job_id)
+
+    async def get(self, job_id: str) -> Job | None:
+        return await self._of(job_id).get(job_id)
+
+    async def record(
+        self, job_id: str, type: EventType, data: JSON, *, lease_until: float | None = None
+    ) -> Recorded | None:
+        return await self._of(job_id).record(job_id, type, data, lease_until=lease_until)
+
+    async def events(self, job_id: str, after: int = 0, limit: int = 1000) -> list[Event]:
+        return await self._of(job_id).events(job_id, after, limit)
+
+    async def touch(self, job_id: str, lease_until: float) -> bool:
+        return await self._of(job_id).touch(job_id, lease_until)
+
+    async def overdue(self, now: float, limit: int = 500) -> list[tuple[str, Overdue]]:
+        return [*await self.light.overdue(now, limit), *await self.durable.overdue(now, limit)]
+
+    async def purge(self, op: str, finished_before: float, limit: int = 1000) -> int:
+        store = self.light if op in self.light_ops else self.durable
+        return await store.purge(op, finished_before, limit)
