@@ -38,18 +38,25 @@ def free_port() -> int:
 class RabbitNode:
     """A RabbitMQ node of the tests' own, started with deploy/rabbitmq-local.sh."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(
+        self, directory: Path, *, name: str | None = None, epmd_port: int | None = None
+    ) -> None:
         self.directory = directory
         self.port = free_port()
+        self.name = name or f"gateway-test-{os.getpid()}"
         self.env = {
             **os.environ,
             "RABBITMQ_LOCAL_DIR": str(directory),
             "RABBITMQ_LOCAL_PORT": str(self.port),
             "RABBITMQ_LOCAL_DIST_PORT": str(free_port()),
-            "RABBITMQ_LOCAL_EPMD_PORT": str(free_port()),
-            "RABBITMQ_LOCAL_NODENAME": f"gateway-test-{os.getpid()}",
+            "RABBITMQ_LOCAL_EPMD_PORT": str(epmd_port or free_port()),
+            "RABBITMQ_LOCAL_NODENAME": self.name,
         }
         self.url = f"amqp://guest:guest@127.0.0.1:{self.port}/"
+
+    def ctl(self, *args: str) -> None:
+        """rabbitmqctl ARGS against this node."""
+        subprocess.run([str(BROKER_SCRIPT), "ctl", *args], env=self.env, check=True)
 
     def _script(self, command: str) -> None:
         subprocess.run([str(BROKER_SCRIPT), command], env=self.env, check=True)

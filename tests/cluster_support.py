@@ -1,0 +1,41 @@
+"""A three-node RabbitMQ cluster on one machine, for the tests: distinct node names,
+ports and data dirs; one Erlang cookie and one epmd, so the nodes find each other."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+from tests.support import RabbitNode, free_port
+
+
+class RabbitCluster:
+    def __init__(self, directory: Path, size: int = 3) -> None:
+        epmd = free_port()
+        cookie = secrets.token_hex(16)
+        tag = secrets.token_hex(3)
+        self.nodes = []
+        for n in range(1, size + 1):
+            node_dir = directory / f"node{n}"
+            node_dir.mkdir(parents=True)
+            cookie_file = node_dir / ".erlang.cookie"  # the node's HOME is its dir
+            cookie_file.write_text(cookie)
+            cookie_file.chmod(0o400)
+            self.nodes.append(RabbitNode(node_dir, name=f"gw-cluster-{tag}-{n}", epmd_port=epmd))
+
+    @property
+    def urls(self) -> list[str]:
+        return [node.url for node in self.nodes]
+
+    def start(self) -> None:
+        first, *others = self.nodes
+        first.start()
+        for node in others:
+            node.start()
+            node.ctl("-q", "stop_app")
+            node.ctl("-q", "join_cluster", f"{first.name}@localhost")
+            node.ctl("-q", "start_app")
+
+    def stop(self) -> None:
+        for node in reversed(self.nodes):
+            node.stop()
