@@ -55,3 +55,16 @@ async def polyglot(
     """One gateway with the example contracts and workers, for the client suites."""
     async with polyglot_gateway(rabbit, tmp_path_factory.mktemp("polyglot")) as running:
         yield running
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """The URL (with a password) of a database on a private PostgreSQL server."""
+    from tests.postgres_support import PostgresServer
+
+    server = PostgresServer()
+    try:
+        server.start()
+        yield server.url
+    finally:
+        server.stop()

@@ -9,7 +9,17 @@ __all__ = ["Created", "JobStore", "Overdue", "Recorded", "SQLiteStore", "open_st
 
 
 def open_store(url: str) -> JobStore:
-    """A store for `url` (not yet opened): `sqlite:///relative/path`, `sqlite:////abs/path`."""
+    """A store for `url` (not yet opened): `sqlite:///relative/path`, `sqlite:////abs/path`,
+    or `postgresql://user:password@host:port/database` (also `postgres://`; pool sizes as
+    `?min_size=1&max_size=10`)."""
     if url.startswith("sqlite:"):
         return SQLiteStore.from_url(url)
-    raise ValueError(f"unsupported store URL {url!r}; use sqlite:///path")
+    if url.startswith(("postgresql://", "postgres://")):
+        # Imported here so asyncpg is needed only by those who use PostgreSQL.
+        from gateway.store.postgres import PostgresStore
+
+        return PostgresStore.from_url(url)
+    scheme = url.split("://", 1)[0] if "://" in url else url[:20]
+    raise ValueError(
+        f"unsupported store URL scheme {scheme!r}; use sqlite:///path or postgresql://..."
+    )
