@@ -24,6 +24,7 @@ from aio_pika.abc import (
     AbstractExchange,
     AbstractIncomingMessage,
     AbstractQueue,
+    AbstractRobustChannel,
     AbstractRobustConnection,
 )
 from aio_pika.connection import make_url
@@ -40,6 +41,7 @@ ANSWERS_QUEUE = "gateway.answers"
 DEAD_LETTER_EXCHANGE = "gateway.dead-letter"
 DEAD_LETTER_QUEUE = "gateway.dead-letters"
 CANCEL_EXCHANGE = "gateway.cancel"
+MAX_MESSAGE_TTL_SECONDS = (2**32 - 1) / 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +101,7 @@ class Broker:
         publish_timeout: float = 5.0,
         prefetch: int = 256,
         reconnect_interval: float = 1.0,
-        attach: Callable[[AbstractRobustConnection], Awaitable[None]] | None = None,
+        attach: Callable[[AbstractRobustChannel], Awaitable[None]] | None = None,
         on_reconnect: Callable[[], None] | None = None,
     ) -> None:
         # Several addresses (a cluster), separated by commas or spaces: see _fail_over.
@@ -119,8 +121,10 @@ class Broker:
         self._starting: asyncio.Task[None] | None = None
         self._failover: asyncio.Task[None] | None = None
         # Light operations' answers come back to this instance alone (their jobs live in
-        # its memory), through a queue of its own that needs no disk.
-        self.reply_queue = f"gateway.replies.{secrets.token_hex(6)}"
+        # its memory), through a queue of its own that needs no disk. Named anew on every
+        # connect: see _declare_own_queues.
+        self.reply_queue = ""
+        self._own_channel: AbstractRobustChannel | None = None
 
     @property
     def ready(self) -> bool:
@@ -159,15 +163,34 @@ class Broker:
         consumer = await self._connection.channel()
         await consumer.set_qos(prefetch_count=self.prefetch)
         await self._declare(consumer)
-        if self.attach is not None:
-            await self.attach(self._connection)
+        self._own_channel = await self._connection.channel()
+        await self._own_channel.set_qos(prefetch_count=self.prefetch)
+        await self._declare_own_queues()
         # Robust channels restore the topology and consumers before reconnect_callbacks run.
         self._connection.close_callbacks.add(lambda *_: self._ready.clear())
         self._connection.reconnect_callbacks.add(lambda *_: self._reconnected())
         self._ready.set()
         log.info("connected to RabbitMQ, topology declared for %d operations", len(self.contracts))
 
-    def _reconnected(self) -> None:
+    async def _declare_own_queues(self) -> None:
+        """This instance's own (exclusive) queues: declared afresh after every reconnect,
+        not restored, since the node an old one lived on may be the one that is gone."""
+        channel = self._own_channel
+        assert channel is not None
+        self.reply_queue = f"gateway.replies.{secrets.token_hex(8)}"
+        replies = await channel.declare_queue(
+            self.reply_queue, exclusive=True, auto_delete=True, robust=False
+        )
+        await replies.consume(self._consumer(self.on_answer), robust=False)
+        if self.attach is not None:
+            await self.attach(channel)
+
+    async def _reconnected(self) -> None:
+        try:
+            await self._declare_own_queues()
+        except Exception:
+            log.exception("could not declare this instance's queues after a reconnect")
+            return
         self._ready.set()
         if self.on_reconnect is not None:
             self.on_reconnect()
@@ -254,9 +277,13 @@ class Broker:
         }
         expiration = None
         if deadline_at is not None:
-            # RabbitMQ dead-letters the request if no worker took it by the deadline.
             headers["x-deadline"] = int(deadline_at * 1000)  # epoch milliseconds
-            expiration = max(deadline_at - time.time(), 0.001)
+            # RabbitMQ dead-letters the request if no worker took it by the deadline. Its
+            # TTL is 32-bit milliseconds (~49 days): beyond that, the gateway's own sweep
+            # expires the job instead.
+            remaining = deadline_at - time.time()
+            if remaining < MAX_MESSAGE_TTL_SECONDS:
+                expiration = max(remaining, 0.001)
         message = aio_pika.Message(
             body,
             content_type="application/json",

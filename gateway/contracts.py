@@ -33,7 +33,7 @@ SETTINGS_SCHEMA: JSONObject = {
         "description": {"type": "string"},
         "durability": {"enum": ["durable", "light"]},
         "max_queue_length": {"type": "integer", "minimum": 1},
-        "deadline_seconds": {"type": "number", "exclusiveMinimum": 0},
+        "deadline_seconds": {"type": "number", "exclusiveMinimum": 0, "maximum": 31622400},
         "lease_seconds": {"type": "number", "exclusiveMinimum": 0},
         "retention_seconds": {"type": "number", "exclusiveMinimum": 0},
     },

@@ -10,6 +10,7 @@ from starlette.requests import Request
 from gateway.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 from gateway.types import JSON
 
+MAX_DEADLINE_SECONDS = 366 * 24 * 3600
 SEQ = re.compile(r"^[0-9]{1,18}$")
 PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*\"?([0-9]+(?:\.[0-9]+)?)\"?", re.IGNORECASE)
 
@@ -89,8 +90,11 @@ def deadline_seconds(request: Request) -> float | None:
     if raw is None:
         return None
     value = _number("X-Deadline-Seconds", raw)
-    if value == 0:
-        raise BadRequest("X-Deadline-Seconds must be more than 0", code="invalid_parameter")
+    if not 0 < value <= MAX_DEADLINE_SECONDS:
+        raise BadRequest(
+            f"X-Deadline-Seconds must be more than 0 and at most {MAX_DEADLINE_SECONDS} (a year)",
+            code="invalid_parameter",
+        )
     return value
 
 
