@@ -5,8 +5,9 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# Debian packages: the broker, curl, and what each client suite lists for itself.
-SYSTEM_PACKAGES := rabbitmq-server curl jq nginx $(shell cat clients/*/debian-packages.txt 2>/dev/null)
+# Debian packages: the broker, curl and jq (examples), nginx and PostgreSQL (tests), and
+# what each client suite lists for itself.
+SYSTEM_PACKAGES := rabbitmq-server curl jq nginx postgresql $(shell cat clients/*/debian-packages.txt 2>/dev/null)
 
 .PHONY: run test bench setup system-deps js-deps lint typecheck pytest broker-start broker-stop clean
 

@@ -71,7 +71,8 @@ def main() -> None:
     envvar="GATEWAY_STORE",
     default=DEFAULT_STORE_URL,
     show_envvar=True,
-    help="Job store: sqlite:///relative/path or sqlite:////absolute/path.",
+    help="Job store: sqlite:///relative/path, sqlite:////absolute/path, or "
+    "postgresql://user:pass@host/db (for several instances; prefer the variable).",
 )
 @click.option(
     "--max-body",

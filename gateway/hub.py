@@ -117,8 +117,11 @@ class Hub:
             value = await read()
             while True:
                 remaining = deadline - loop.time()
-                if done(value) or remaining <= 0:
+                if done(value):
                     return value
+                if remaining <= 0:
+                    # Out of time: answer with what is true now, in case a notice was lost.
+                    return await read()
                 if not await watch.sleep(remaining):
                     continue
                 fresh = noticed(watch, value)

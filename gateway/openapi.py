@@ -111,6 +111,15 @@ def build_openapi(contracts: ContractRegistry) -> JSONObject:
             }
         },
         "/v1/jobs/{job_id}": {
+            "delete": {
+                "operationId": "cancel_job",
+                "parameters": [JOB_ID],
+                "responses": {
+                    "200": _json(_ref("Job"), "Cancelled (or already cancelled)"),
+                    "404": ERRORS["404"],
+                    "409": _json(_ref("Error"), "The job had already ended"),
+                },
+            },
             "get": {
                 "operationId": "get_job",
                 "parameters": [JOB_ID, WAIT, AFTER],
@@ -119,7 +128,7 @@ def build_openapi(contracts: ContractRegistry) -> JSONObject:
                     "400": ERRORS["400"],
                     "404": ERRORS["404"],
                 },
-            }
+            },
         },
         "/v1/jobs/{job_id}/events": {
             "get": {

@@ -14,7 +14,7 @@ import secrets
 
 import aio_pika
 import orjson
-from aio_pika.abc import AbstractExchange, AbstractIncomingMessage, AbstractRobustConnection
+from aio_pika.abc import AbstractExchange, AbstractIncomingMessage, AbstractRobustChannel
 
 from gateway.hub import Hub
 from gateway.jobs import Event, Job
@@ -30,15 +30,15 @@ class PeerNotices:
         self.instance = secrets.token_hex(8)
         self._exchange: AbstractExchange | None = None
 
-    async def attach(self, connection: AbstractRobustConnection) -> None:
-        """Declare this instance's side of the notices (restored on reconnects)."""
-        channel = await connection.channel()
+    async def attach(self, channel: AbstractRobustChannel) -> None:
+        """Declare this instance's side of the notices; called again on every reconnect
+        (a new exclusive queue: the old one may have lived on a node that is gone)."""
         self._exchange = await channel.declare_exchange(
             NOTICES_EXCHANGE, aio_pika.ExchangeType.FANOUT, durable=True
         )
-        queue = await channel.declare_queue(exclusive=True, auto_delete=True)
-        await queue.bind(self._exchange)
-        await queue.consume(self._on_notice, no_ack=True)
+        queue = await channel.declare_queue(exclusive=True, auto_delete=True, robust=False)
+        await queue.bind(self._exchange, robust=False)
+        await queue.consume(self._on_notice, no_ack=True, robust=False)
 
     async def tell(self, job: Job, event: Event) -> None:
         exchange = self._exchange
