@@ -7,8 +7,6 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from limits import parse
 from limits.aio.storage import MemoryStorage
@@ -37,18 +35,28 @@ class ClientLimits:
             retry_after=retry,
         )
 
-    @contextmanager
-    def waiting(self, client: str) -> Iterator[None]:
-        """Hold one of `client`'s waiter slots while the block runs."""
+    def waiting(self, client: str) -> _WaiterSlot:
+        """`with limits.waiting(client):` holds one of its waiter slots (429 if none)."""
         if self._max_waiters is not None and self._waiting[client] >= self._max_waiters:
             raise TooManyRequests(
                 f"this client already holds {self._max_waiters} waiting requests",
                 retry_after=2,
             )
-        self._waiting[client] += 1
-        try:
-            yield
-        finally:
-            self._waiting[client] -= 1
-            if not self._waiting[client]:
-                del self._waiting[client]
+        return _WaiterSlot(self._waiting, client)
+
+
+class _WaiterSlot:
+    """A class rather than a generator: it lives as long as an idle waiter does."""
+
+    __slots__ = ("_client", "_counts")
+
+    def __init__(self, counts: Counter[str], client: str) -> None:
+        self._counts, self._client = counts, client
+
+    def __enter__(self) -> None:
+        self._counts[self._client] += 1
+
+    def __exit__(self, *exc: object) -> None:
+        self._counts[self._client] -= 1
+        if not self._counts[self._client]:
+            del self._counts[self._client]

@@ -2,47 +2,52 @@
 
 Replays what the client has not seen (after `Last-Event-ID`, or `?after=` on a first
 connect), then goes live, without a gap or a duplicate because both come from the stored,
-numbered log; ends after the terminal event. sse-starlette runs the heartbeat, the send
-timeout and the disconnect watch as sibling tasks: a client too slow to take an event
-within the send timeout is disconnected (and resumes by Last-Event-ID), so nothing is
-buffered without bound.
+numbered log; ends after the terminal event. While idle it sends a heartbeat comment
+every `sse_ping_seconds`; the response (gateway/http/sse.py) drops a client too slow to
+take a frame within the send timeout, so nothing is buffered without bound.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 import orjson
-from sse_starlette import EventSourceResponse, ServerSentEvent
+from sse_starlette import ServerSentEvent
 from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.auth import Principal
+from gateway.http.sse import EventStreamResponse
+from gateway.jobs import Event
 from gateway.limits import ClientLimits
 from gateway.service import GatewayService
 from gateway.types import TERMINAL_EVENTS
 
-IDLE_RECHECK_SECONDS = 3600.0
+PING = b": ping\n\n"
 
 
 def wants_event_stream(request: Request) -> bool:
     return "text/event-stream" in request.headers.get("accept", "")
 
 
+def encode(event: Event) -> bytes:
+    return ServerSentEvent(
+        data=orjson.dumps(event.data).decode(), event=event.type, id=str(event.seq)
+    ).encode()
+
+
 async def frames(
     service: GatewayService, job_id: str, after: int, limits: ClientLimits, client: str
-) -> AsyncIterator[ServerSentEvent]:
-    retry = service.settings.sse_retry_ms
-    yield ServerSentEvent(comment="stream of job " + job_id, retry=retry)
+) -> AsyncGenerator[bytes, None]:
+    settings = service.settings
+    yield ServerSentEvent(comment="stream of job " + job_id, retry=settings.sse_retry_ms).encode()
     cursor = after
     with limits.waiting(client), service.hub.watch(job_id) as watch:
         watch.arm()
         events = await service.store.events(job_id, cursor)
         while True:
             for event in events:
-                yield ServerSentEvent(
-                    data=orjson.dumps(event.data).decode(), event=event.type, id=str(event.seq)
-                )
+                yield encode(event)
                 cursor = event.seq
                 if event.type in TERMINAL_EVENTS:
                     return
@@ -50,7 +55,8 @@ async def frames(
                 job = await service.store.get(job_id)
                 if job is None or (job.terminal and cursor >= job.seq):
                     return  # purged, or the client already has the end
-            await watch.sleep(IDLE_RECHECK_SECONDS)
+            while not await watch.sleep(settings.sse_ping_seconds):
+                yield PING  # idle: keep proxies from closing the stream
             # What woke us usually carries the new events; a gap means read the store.
             noticed = watch.events_after(cursor)
             watch.arm()
@@ -73,10 +79,7 @@ async def event_stream(
     service.check_capacity()
     with limits.waiting(client):
         pass  # refuse now, while a JSON error can still be sent; the stream holds a slot
-    settings = service.settings
-    return EventSourceResponse(
+    return EventStreamResponse(
         frames(service, job_id, after, limits, client),
-        ping=settings.sse_ping_seconds,
-        send_timeout=settings.sse_send_timeout_seconds,
-        headers={"Cache-Control": "no-cache, no-store"},
+        send_timeout=service.settings.sse_send_timeout_seconds,
     )
