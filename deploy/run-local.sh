@@ -38,6 +38,11 @@ for worker in examples/workers/math_add.py examples/workers/report_generate.py e
     "$bin/python" "$worker" &
     pids+=($!)
 done
+# The Perl worker for text.upper (its modules come with `make setup`).
+if perl -MAnyEvent::RabbitMQ -e1 2>/dev/null; then
+    perl examples/perl/text_upper.pl &
+    pids+=($!)
+fi
 
 for _ in $(seq 100); do
     curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break
@@ -45,11 +50,12 @@ for _ in $(seq 100); do
 done
 cat <<MSG
 
-The gateway is up on http://127.0.0.1:$port with workers for math.add, report.generate and echo.
-Try:
+The gateway is up on http://127.0.0.1:$port with workers for math.add, report.generate
+and echo (Python) and text.upper (Perl). Try:
   curl -s -H 'Content-Type: application/json' -d '{"a": 2, "b": 3}' 'http://127.0.0.1:$port/v1/ops/math.add?wait=5'
   curl -si -H 'Content-Type: application/json' -d '{"title": "Q3", "sections": 4}' http://127.0.0.1:$port/v1/ops/report.generate
   curl -s "http://127.0.0.1:$port\$LOCATION?wait=30"      # LOCATION from the line above
+  curl -N -H 'Accept: text/event-stream' "http://127.0.0.1:$port\$LOCATION/events"
 Press Ctrl-C to stop.
 MSG
 wait -n "${pids[@]}"
