@@ -55,7 +55,7 @@ and echo (Python) and text.upper (Perl). Try:
   curl -s -H 'Content-Type: application/json' -d '{"a": 2, "b": 3}' 'http://127.0.0.1:$port/v1/ops/math.add?wait=5'
   curl -si -H 'Content-Type: application/json' -d '{"title": "Q3", "sections": 4}' http://127.0.0.1:$port/v1/ops/report.generate
   curl -s "http://127.0.0.1:$port\$LOCATION?wait=30"      # LOCATION from the line above
-  curl -N -H 'Accept: text/event-stream' "http://127.0.0.1:$port\$LOCATION/events"
+  curl -sN -H 'Accept: text/event-stream' "http://127.0.0.1:$port\$LOCATION/events"
 Press Ctrl-C to stop.
 MSG
 wait -n "${pids[@]}"
