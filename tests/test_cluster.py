@@ -5,17 +5,14 @@ finishes and the stream on B misses nothing."""
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import sys
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 
 import httpx
 import pytest
 from httpx_sse import aconnect_sse
 
 from tests.cluster_support import RabbitCluster
+from tests.fault_support import GatewayProcess
 from tests.support import free_port, make_settings, serve_gateway
 from tests.test_streaming import stepped_reporter
 
@@ -30,56 +27,25 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitCluster]
         nodes.stop()
 
 
-async def gateway_process(
-    port: int, broker: str, contracts: Path, store: str
-) -> AsyncIterator[asyncio.subprocess.Process]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "gateway",
-        "serve",
-        "--port",
-        str(port),
-        "--broker",
-        broker,
-        "--contracts",
-        str(contracts),
-        "--store",
-        store,
-        "--log-level",
-        "warning",
-        env=os.environ.copy(),
-    )
-    url = f"http://127.0.0.1:{port}"
-    async with httpx.AsyncClient(base_url=url) as http:
-        # A process starting up has no event to await: poll its readiness, bounded.
-        async with asyncio.timeout(60):
-            while True:
-                try:
-                    if (await http.get("/readyz")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                await asyncio.sleep(0.2)
-    yield process
-
-
 async def test_two_instances_a_dead_gateway_and_a_lost_broker_node(
     cluster, postgres_url, tmp_path, run_worker
 ):
     node1, node2, node3 = cluster.urls
     settings, ops = make_settings(tmp_path, " ".join([node1, node2, node3]), store_url=postgres_url)
-    port_a = free_port()
-    starting_a = gateway_process(
-        port_a, f"{node2},{node1},{node3}", settings.contracts_dir, postgres_url
+    gateway_a = GatewayProcess(
+        free_port(),
+        f"{node2},{node1},{node3}",
+        settings.contracts_dir,
+        postgres_url,
+        tmp_path / "gateway-a.log",
     )
-    gateway_a = await anext(starting_a)
+    await gateway_a.start(limit=60)
     try:
         async with serve_gateway(settings, ops) as b, b.client() as http_b:
             assert b.service.peers is not None  # a shared store: instances tell each other
             steps = [asyncio.Event() for _ in range(3)]
             await run_worker(stepped_reporter(b, node3, steps))  # a worker on node 3
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port_a}") as http_a:
+            async with httpx.AsyncClient(base_url=gateway_a.url) as http_a:
                 r = await http_a.post(f"/v1/ops/{ops['report.generate']}", json={"title": "T"})
                 assert r.status_code == 202
             location = r.headers["location"]
@@ -95,8 +61,7 @@ async def test_two_instances_a_dead_gateway_and_a_lost_broker_node(
                     sse = await anext(stream)
                     seen.append((int(sse.id), sse.event))
                     # Gateway A dies, with no goodbye.
-                    gateway_a.send_signal(signal.SIGKILL)
-                    await gateway_a.wait()
+                    await gateway_a.kill()
                     steps[1].set()
                     sse = await anext(stream)
                     seen.append((int(sse.id), sse.event))
@@ -108,9 +73,7 @@ async def test_two_instances_a_dead_gateway_and_a_lost_broker_node(
             job = (await http_b.get(f"{location}?wait=30")).json()
             failed_over = b.service.broker.ready  # connected again, through another node
     finally:
-        if gateway_a.returncode is None:
-            gateway_a.kill()
-            await gateway_a.wait()
+        await gateway_a.stop()
     assert [seq for seq, _ in seen] == list(range(1, len(seen) + 1))  # no gap, no repeat
     assert [t for _, t in seen] == ["queued", "progress", "progress", "progress", "result"]
     assert job["status"] == "succeeded"

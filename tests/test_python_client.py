@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import sys
 from dataclasses import asdict
@@ -19,6 +18,7 @@ from gateway.client import AsyncClient, Client, GatewayError, JobFailed
 from gateway.types import JSON
 from tests.polyglot import Polyglot
 from tests.support import ROOT, TcpProxy
+from tests.test_plain_rpc_worker import rpc_tutorial_server
 
 SSE_VECTORS = orjson.loads((ROOT / "schemas/vectors/sse-frames.json").read_bytes())["cases"]
 
@@ -143,21 +143,8 @@ async def test_blocking_client(polyglot: Polyglot) -> None:
 
 async def test_calls_a_plain_rpc_tutorial_worker(gateway, rabbit) -> None:
     op = gateway.op("math.add")
-    server = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(ROOT / "examples/workers/rpc_tutorial_server.py"),
-        op,
-        env={**os.environ, "GATEWAY_BROKER_URL": rabbit.url},
-        stdout=asyncio.subprocess.PIPE,
-    )
-    try:
-        assert server.stdout is not None
-        assert b"Awaiting" in await asyncio.wait_for(server.stdout.readline(), 30)
-        async with AsyncClient(gateway.url, validate=True) as gw:
-            assert await gw.call(op, {"a": 40, "b": 2}) == {"sum": 42}
-    finally:
-        server.kill()
-        await server.wait()
+    async with rpc_tutorial_server(op, rabbit.url), AsyncClient(gateway.url, validate=True) as gw:
+        assert await gw.call(op, {"a": 40, "b": 2}) == {"sum": 42}
 
 
 async def test_gateway_call_cli(polyglot: Polyglot) -> None:

@@ -21,7 +21,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import asyncpg  # type: ignore[import-untyped]
 import orjson
 
-from gateway.jobs import Event, Job, apply
+from gateway.jobs import Event, Job, apply, job_from_row
 from gateway.store.base import Created, JobStore, Overdue, Recorded
 from gateway.types import JSON, EventType
 
@@ -96,22 +96,7 @@ def _load(raw: bytes | None) -> JSON:
 
 
 def _job(row: Any) -> Job:
-    """A `Job` from a row of JOB_COLUMNS (an asyncpg Record, indexed by position)."""
-    return Job(
-        id=row[0],
-        op=row[1],
-        status=row[2],
-        seq=row[3],
-        created_at=row[4],
-        updated_at=row[5],
-        result=_load(row[6]),
-        error=_load(row[7]),
-        progress=_load(row[8]),
-        idempotency_key=row[9],
-        request_hash=row[10],
-        deadline_at=row[11],
-        owner=row[12],
-    )
+    return job_from_row(row, _load)
 
 
 def _event(row: Any) -> Event:

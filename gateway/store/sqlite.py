@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import orjson
 
-from gateway.jobs import Event, Job, apply
+from gateway.jobs import Event, Job, apply, job_from_row
 from gateway.store.base import Created, JobStore, Overdue, Recorded
 from gateway.store.group_commit import GroupCommitWriter
 from gateway.types import JSON, EventType
@@ -77,21 +77,7 @@ def _load(raw: bytes | None) -> JSON:
 
 
 def _job(row: tuple[Any, ...]) -> Job:
-    return Job(
-        id=row[0],
-        op=row[1],
-        status=row[2],
-        seq=row[3],
-        created_at=row[4],
-        updated_at=row[5],
-        result=_load(row[6]),
-        error=_load(row[7]),
-        progress=_load(row[8]),
-        idempotency_key=row[9],
-        request_hash=row[10],
-        deadline_at=row[11],
-        owner=row[12],
-    )
+    return job_from_row(row, _load)
 
 
 def path_from_url(url: str) -> Path:
