@@ -175,11 +175,15 @@ def apply(
 ) -> tuple[Job, Event] | None:
     """The job after `type` happened to it, and the event to store; None if it is ignored.
 
-    Ignored: anything after a terminal event; `started` or `queued` once the job runs.
+    Ignored: anything after a terminal event; `started` or `queued` once the job runs; a
+    progress equal to the job's current one (what an at-least-once redelivery of the last
+    answer looks like; it would tell nobody anything new).
     """
     if job.terminal:
         return None
     if type in ("queued", "started") and job.status == "running":
+        return None
+    if type == "progress" and job.status == "running" and data == job.progress:
         return None
     ts = at if at is not None else now()
     seq = job.seq + 1

@@ -25,6 +25,7 @@ from tests.support import ROOT, RabbitNode, RunningGateway, free_port, serve_gat
 
 PYTHON_WORKERS = ["math_add.py", "report_generate.py", "echo.py"]
 PERL_WORKER = ROOT / "examples" / "perl" / "text_upper.pl"
+LOGS = ROOT / "var" / "test-logs"
 
 
 @dataclass
@@ -61,17 +62,22 @@ async def start_worker(command: list[str], env: dict[str, str]) -> asyncio.subpr
             seen.append(line)
             if b"serving" in line:
                 break
-    # Keep draining its output so the pipe never fills.
-    _drainers.add(asyncio.create_task(_drain(process.stdout)))
+    # Keep draining its output (to a log, for a post-mortem) so the pipe never fills.
+    log = LOGS / f"{Path(command[-1]).stem}-{process.pid}.log"
+    _drainers.add(asyncio.create_task(_drain(process.stdout, log)))
     return process
 
 
 _drainers: set[asyncio.Task[None]] = set()
 
 
-async def _drain(stream: asyncio.StreamReader) -> None:
-    while await stream.readline():
-        pass
+async def _drain(stream: asyncio.StreamReader, log: Path) -> None:
+    # Chunks, not lines: a line longer than the reader's limit must not stop the draining.
+    LOGS.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as sink:
+        while chunk := await stream.read(65536):
+            sink.write(chunk)
+            sink.flush()
 
 
 @asynccontextmanager

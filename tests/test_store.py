@@ -334,3 +334,13 @@ async def test_a_gateway_runs_on_postgres(
             events = await http.get(f"{r.headers['location']}/events")
         assert seen.status_code == 200 and seen.json() == job
         assert [e["type"] for e in events.json()["events"]] == ["queued", "result"]
+
+
+async def test_a_repeated_progress_adds_no_event(store) -> None:
+    """A redelivered progress answer (equal to the job's current progress) is absorbed."""
+    job, first = new_job("op")
+    await store.create(job, first, b"{}")
+    assert (await store.record(job.id, "progress", {"done": 1})).event is not None
+    assert (await store.record(job.id, "progress", {"done": 1})).event is None
+    assert (await store.record(job.id, "progress", {"done": 2})).event is not None
+    assert [e.type for e in await store.events(job.id)] == ["queued", "progress", "progress"]
