@@ -40,8 +40,8 @@ from typing import Any
 
 import aio_pika
 import orjson
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
-from aio_pika.exceptions import ChannelClosed
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
+from aio_pika.exceptions import AMQPConnectionError, ChannelClosed, ChannelInvalidStateError
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
 from gateway.types import JSON, JSONObject
@@ -54,6 +54,7 @@ Handler = Callable[[JSON, "JobContext"], Awaitable[JSON] | JSON]
 CANCEL_EXCHANGE = "gateway.cancel"
 DEFAULT_LEASE_SECONDS = 120.0
 REMEMBERED_CANCELS = 10_000
+RECONNECT_SECONDS = 1.0
 
 
 class JobFailed(Exception):
@@ -118,7 +119,7 @@ class Worker:
         self.broker_url = broker_url
         self.prefetch = prefetch
         self._operations: list[_Operation] = []
-        self._connection: AbstractRobustConnection | None = None
+        self._connection: AbstractConnection | None = None
         self._running: dict[str, asyncio.Task[JSON]] = {}
         self._cancelled: OrderedDict[str, None] = OrderedDict()
 
@@ -136,18 +137,35 @@ class Worker:
         return register
 
     async def serve(self, ready: asyncio.Event | None = None) -> None:
-        """Consume until cancelled. Waits for the gateway to declare the queues."""
-        self._connection = await aio_pika.connect_robust(self.broker_url, reconnect_interval=1)
-        try:
-            await self._listen_for_cancels()
-            for operation in self._operations:
-                await self._consume(operation)
-            log.info("serving %s", ", ".join(o.op for o in self._operations))
-            if ready is not None:
-                ready.set()
-            await asyncio.Future()  # until cancelled
-        finally:
-            await self._connection.close()
+        """Consume until cancelled. Waits for the gateway to declare the queues.
+
+        When the connection is lost, everything is set up again on a new one. (Not
+        aio-pika's robust restore: after a broker restart it sometimes came back with its
+        consumers missing, leaving a connected worker that never got a job.)"""
+        while True:
+            try:
+                self._connection = await aio_pika.connect(self.broker_url)
+            except (ConnectionError, AMQPConnectionError) as exc:
+                log.warning("RabbitMQ unreachable (%s); retrying", exc)
+                await asyncio.sleep(RECONNECT_SECONDS)
+                continue
+            lost = asyncio.Event()
+            self._connection.close_callbacks.add(lambda *_, lost=lost: lost.set())
+            try:
+                await self._listen_for_cancels()
+                for operation in self._operations:
+                    await self._consume(operation)
+                # A line the test harness and people watch for.
+                log.info("serving %s", ", ".join(o.op for o in self._operations))
+                if ready is not None:
+                    ready.set()
+                await lost.wait()
+                log.warning("connection to RabbitMQ lost; reconnecting")
+            except (ConnectionError, AMQPConnectionError, ChannelInvalidStateError) as exc:
+                log.warning("connection to RabbitMQ failed (%s); reconnecting", exc)
+            finally:
+                await self._connection.close()
+            await asyncio.sleep(RECONNECT_SECONDS)
 
     async def _listen_for_cancels(self) -> None:
         assert self._connection is not None
