@@ -145,6 +145,14 @@ def job_from_row(row: Sequence[Any], load: Callable[[Any], JSON]) -> Job:
     )
 
 
+def job_to_row(job: Job, dump: Callable[[JSON], Any]) -> tuple[Any, ...]:
+    """A job as a store row in JOB_FIELDS order; `dump` encodes the JSON columns."""
+    return tuple(
+        dump(getattr(job, name)) if name in JSON_FIELDS else getattr(job, name)
+        for name in JOB_FIELDS
+    )
+
+
 def new_job(
     op: str,
     *,

@@ -21,7 +21,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import asyncpg  # type: ignore[import-untyped]
 import orjson
 
-from gateway.jobs import Event, Job, apply, job_from_row
+from gateway.jobs import JOB_FIELDS, Event, Job, apply, job_from_row, job_to_row
 from gateway.store.base import Created, JobStore, Overdue, Recorded
 from gateway.types import JSON, EventType
 
@@ -70,10 +70,7 @@ CREATE TABLE IF NOT EXISTS gateway_events (
 );
 """
 
-JOB_COLUMNS = (
-    "id, op, status, seq, created_at, updated_at, result, error, progress, "
-    "idempotency_key, request_hash, deadline_at, owner"
-)
+JOB_COLUMNS = ", ".join(JOB_FIELDS)
 
 # Query parameters of the store URL that configure the pool; the rest go to asyncpg
 # (which passes names it does not know on to the server as settings).
@@ -221,19 +218,7 @@ class PostgresStore(JobStore):
                 "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) "
                 "ON CONFLICT (op, idempotency_key) WHERE idempotency_key IS NOT NULL "
                 "DO NOTHING RETURNING true",
-                job.id,
-                job.op,
-                job.status,
-                job.seq,
-                job.created_at,
-                job.updated_at,
-                _dump(job.result),
-                _dump(job.error),
-                _dump(job.progress),
-                job.idempotency_key,
-                job.request_hash,
-                job.deadline_at,
-                job.owner,
+                *job_to_row(job, _dump),
                 request,
             )
             if inserted:

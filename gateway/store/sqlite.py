@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import orjson
 
-from gateway.jobs import Event, Job, apply, job_from_row
+from gateway.jobs import JOB_FIELDS, Event, Job, apply, job_from_row, job_to_row
 from gateway.store.base import Created, JobStore, Overdue, Recorded
 from gateway.store.group_commit import GroupCommitWriter
 from gateway.types import JSON, EventType
@@ -62,10 +62,7 @@ CREATE TABLE IF NOT EXISTS events (
 ) WITHOUT ROWID;
 """
 
-JOB_COLUMNS = (
-    "id, op, status, seq, created_at, updated_at, result, error, progress, "
-    "idempotency_key, request_hash, deadline_at, owner"
-)
+JOB_COLUMNS = ", ".join(JOB_FIELDS)
 
 
 def _dump(value: JSON) -> bytes | None:
@@ -167,19 +164,7 @@ class SQLiteStore(JobStore):
             db.execute(
                 f"INSERT INTO jobs ({JOB_COLUMNS}, request) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
-                    job.id,
-                    job.op,
-                    job.status,
-                    job.seq,
-                    job.created_at,
-                    job.updated_at,
-                    _dump(job.result),
-                    _dump(job.error),
-                    _dump(job.progress),
-                    job.idempotency_key,
-                    job.request_hash,
-                    job.deadline_at,
-                    job.owner,
+                    *job_to_row(job, _dump),
                     request,
                 ),
             )
