@@ -18,7 +18,8 @@ from gateway.http.responses import EXCEPTION_HANDLERS
 from gateway.limits import ClientLimits
 from gateway.metrics import Metrics
 from gateway.service import GatewayService
-from gateway.store import open_store
+from gateway.store import JobStore, open_store
+from gateway.store.bounded import BoundedStore
 from gateway.store.memory import MemoryStore
 from gateway.store.routing import DurabilityRouter
 
@@ -56,7 +57,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
     """A gateway app. Contracts are loaded (and a broken one refused) right here."""
     settings = settings or Settings()
     contracts = ContractRegistry.from_directory(settings.contracts_dir)
-    store = open_store(settings.store_url)
+    store: JobStore = BoundedStore(
+        open_store(settings.store_url),
+        timeout=settings.store_timeout_seconds,
+        stall_after=settings.stall_seconds,
+    )
     light_ops = {c.op for c in contracts.values() if c.settings.durability == "light"}
     if light_ops:
         store = DurabilityRouter(store, MemoryStore(), light_ops)

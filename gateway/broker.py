@@ -1,38 +1,51 @@
-"""The link to RabbitMQ: the topology the gateway owns, confirmed publishing, and the
-consumers that bring workers' answers and dead letters back.
+"""The link to RabbitMQ: the topology the gateway owns, confirmed publishing, the consumers
+that bring workers' answers and dead letters back, and whether RabbitMQ takes publishes.
 
-One robust connection (aio-pika) restores channels, queues and consumers by itself after
-a reconnect. Until the first connect, and while reconnecting, `publish_request` fails at
-once with 503 instead of waiting: a request never hangs on a dead broker.
+Two connections, as RabbitMQ advises: one publishes (requests, cancel notices, notices to
+other instances), one consumes (answers, dead letters, this instance's replies). During a
+memory or disk alarm RabbitMQ blocks the connections that publish; answers keep coming in,
+and being acked, on the other.
+
+Each connection is set up afresh after a loss — channels, queues, consumers — instead of
+being restored by aio-pika's robust connection, which after a broker restart sometimes
+came back without its consumers (tests/test_restarts.py counts them with rabbitmqctl).
+
+A request never hangs on RabbitMQ: while a connection is down, and while RabbitMQ stalls
+(blocked by an alarm, or a confirm overdue: gateway/stall.py), `check_publishable` fails
+at once with 503, and a probe publish finds out when RabbitMQ takes messages again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import aio_pika
 import orjson
 from aio_pika.abc import (
     AbstractChannel,
+    AbstractConnection,
     AbstractExchange,
     AbstractIncomingMessage,
-    AbstractQueue,
-    AbstractRobustChannel,
-    AbstractRobustConnection,
 )
-from aio_pika.connection import make_url
-from aio_pika.exceptions import AMQPError, ChannelInvalidStateError, DeliveryError, PublishError
-from yarl import URL
+from aio_pika.exceptions import (
+    AMQPError,
+    ChannelInvalidStateError,
+    ChannelPreconditionFailed,
+    DeliveryError,
+    PublishError,
+)
 
 from gateway.contracts import Contract, ContractRegistry
 from gateway.errors import ServiceUnavailable
+from gateway.stall import StallWatch
 from gateway.types import JSONObject
 
 log = logging.getLogger("gateway.broker")
@@ -41,7 +54,14 @@ ANSWERS_QUEUE = "gateway.answers"
 DEAD_LETTER_EXCHANGE = "gateway.dead-letter"
 DEAD_LETTER_QUEUE = "gateway.dead-letters"
 CANCEL_EXCHANGE = "gateway.cancel"
+STORE_MARKER_QUEUE = "gateway.store"
+PROBE_ROUTING_KEY = "gateway.probe"  # routes nowhere: RabbitMQ confirms and drops it
 MAX_MESSAGE_TTL_SECONDS = (2**32 - 1) / 1000
+CONNECT_TIMEOUT = 10.0
+CLOSE_TIMEOUT = 2.0
+PROBE_INTERVAL = 0.5
+# Errors that mean "the connection or channel is gone", not a bug of ours.
+LINK_ERRORS = (AMQPError, ChannelInvalidStateError, ConnectionError, OSError, TimeoutError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,9 +72,28 @@ class Answer:
     type: str | None
     body: bytes
     headers: JSONObject
+    redelivered: bool = False
+    """RabbitMQ delivered it before, to a consumer that did not ack it (one that died)."""
 
 
 AnswerHandler = Callable[[Answer], Awaitable[None]]
+
+
+class Attachment(Protocol):
+    """Something more that rides on the broker link (peer notices): called on every new
+    connection, to consume on the consumer side and publish on the publisher side."""
+
+    async def attach_consumer(self, channel: AbstractChannel) -> None: ...
+
+    async def attach_publisher(self, channel: AbstractChannel) -> None: ...
+
+    def reconnected(self) -> None:
+        """Messages may have been missed while disconnected."""
+
+
+class TopologyRefused(Exception):
+    """RabbitMQ refused the topology this gateway needs (PRECONDITION_FAILED): another
+    store's gateways own this virtual host, or a queue exists with other arguments."""
 
 
 def queue_arguments(contract: Contract) -> JSONObject:
@@ -90,46 +129,171 @@ class KeyedLock:
                 self._locks[key] = (lock, users - 1)
 
 
+def _blocked(connection: AbstractConnection | None) -> bool:
+    """Whether RabbitMQ sent connection.blocked (and not yet unblocked) on `connection`.
+    aiormq keeps that in a private event (it waits on it before writing); read it where
+    it is, and fall back to confirms alone if a future aiormq moves it."""
+    transport = getattr(connection, "transport", None)
+    unblocked = getattr(
+        getattr(transport, "connection", None), "_Connection__connection_unblocked", None
+    )
+    return isinstance(unblocked, asyncio.Event) and not unblocked.is_set()
+
+
+class Link:
+    """One AMQP connection kept up: connect (trying each address in turn), set it up, and
+    after a loss set everything up again on a new connection."""
+
+    def __init__(
+        self,
+        role: str,
+        urls: Sequence[str],
+        set_up: Callable[[AbstractConnection], Awaitable[None]],
+        reconnect_interval: float,
+        on_change: Callable[[], None],
+    ) -> None:
+        self.role = role
+        self.urls = list(urls)
+        self.set_up = set_up
+        self.reconnect_interval = reconnect_interval
+        self.on_change = on_change
+        self.connection: AbstractConnection | None = None
+        self.up = asyncio.Event()
+        self.up_since = 0.0
+        self.refused: str | None = None
+        """Why RabbitMQ refused the topology, while it does."""
+        self._address = 0
+
+    async def run(self) -> None:
+        while True:
+            url = self.urls[self._address]
+            try:
+                connection = await aio_pika.connect(
+                    url,
+                    timeout=CONNECT_TIMEOUT,
+                    client_properties={"connection_name": f"gateway {self.role}"},
+                )
+            except LINK_ERRORS as exc:
+                self._next_address(f"cannot connect ({exc})")
+                await asyncio.sleep(self.reconnect_interval)
+                continue
+            lost = asyncio.Event()
+            connection.close_callbacks.add(lambda *_, lost=lost: lost.set())
+            self.connection = connection
+            try:
+                await self.set_up(connection)
+                if self.refused is not None:
+                    log.info("RabbitMQ accepts this gateway's topology again")
+                self.refused = None
+                self.up_since = time.time()
+                self.up.set()
+                self.on_change()
+                await lost.wait()
+                log.warning("%s connection to RabbitMQ lost; reconnecting", self.role)
+            except TopologyRefused as exc:
+                if self.refused != str(exc):
+                    log.error("%s", exc)
+                self.refused = str(exc)
+            except LINK_ERRORS as exc:
+                log.warning("%s connection to RabbitMQ failed (%s); reconnecting", self.role, exc)
+            finally:
+                self.connection = None
+                self.up.clear()
+                self.on_change()
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(CLOSE_TIMEOUT):
+                        await connection.close()
+            await asyncio.sleep(self.reconnect_interval)
+
+    def _next_address(self, why: str) -> None:
+        if len(self.urls) > 1:
+            self._address = (self._address + 1) % len(self.urls)
+            log.info(
+                "RabbitMQ %s; next attempt at address %d of %d",
+                why,
+                self._address + 1,
+                len(self.urls),
+            )
+        else:
+            log.warning("RabbitMQ %s; retrying", why)
+
+
 class Broker:
     def __init__(
         self,
         url: str,
         contracts: ContractRegistry,
         *,
+        store_identity: Callable[[], str],
         on_answer: AnswerHandler,
         on_dead_letter: AnswerHandler,
         publish_timeout: float = 5.0,
+        stall_after: float = 2.0,
         prefetch: int = 256,
         reconnect_interval: float = 1.0,
-        attach: Callable[[AbstractRobustChannel], Awaitable[None]] | None = None,
-        on_reconnect: Callable[[], None] | None = None,
+        attachments: Sequence[Attachment] = (),
     ) -> None:
-        # Several addresses (a cluster), separated by commas or spaces: see _fail_over.
-        self.urls = url.replace(",", " ").split()
-        self.attach = attach
-        self.on_reconnect = on_reconnect
+        # Several addresses (a cluster), separated by commas or spaces, tried in turn.
+        urls = url.replace(",", " ").split()
         self.contracts = contracts
+        self.store_identity = store_identity
         self.on_answer = on_answer
         self.on_dead_letter = on_dead_letter
         self.publish_timeout = publish_timeout
         self.prefetch = prefetch
-        self.reconnect_interval = reconnect_interval
-        self._connection: AbstractRobustConnection | None = None
-        self._publisher: AbstractChannel | None = None
-        self._cancel_exchange: AbstractExchange | None = None
+        self.attachments = list(attachments)
+        self.instance = secrets.token_hex(4)
+        self.publisher = Link(
+            "publisher", urls, self._set_up_publisher, reconnect_interval, self._changed
+        )
+        self.consumer = Link(
+            "consumer", urls, self._set_up_consumer, reconnect_interval, self._changed
+        )
+        self.stall = StallWatch(stall_after, blocked=lambda: _blocked(self.publisher.connection))
         self._ready = asyncio.Event()
-        self._starting: asyncio.Task[None] | None = None
-        self._failover: asyncio.Task[None] | None = None
+        self._channel: AbstractChannel | None = None  # confirmed publishes
+        self._cancel_exchange: AbstractExchange | None = None
+        self._probing: asyncio.Future[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         # Light operations' answers come back to this instance alone (their jobs live in
-        # its memory), through a queue of its own that needs no disk. Named anew on every
-        # connect: see _declare_own_queues.
+        # its memory), through a queue of its own that needs no disk, named anew on every
+        # connection: the node the old one lived on may be the one that is gone.
         self.reply_queue = ""
-        self._own_channel: AbstractRobustChannel | None = None
+
+    # -- state ----------------------------------------------------------------------------
 
     @property
     def ready(self) -> bool:
-        """Connected, with the topology declared (or restored after a reconnect)."""
+        """Both connections up, with the topology declared (afresh after a reconnect)."""
         return self._ready.is_set()
+
+    @property
+    def problem(self) -> str | None:
+        """Why RabbitMQ cannot be used now, in words for /readyz; None when it can."""
+        refused = self.consumer.refused or self.publisher.refused
+        if refused is not None:
+            return refused
+        if not self.ready:
+            return "not connected to RabbitMQ"
+        if self.stall.check():
+            return "RabbitMQ is not confirming publishes (paused, or blocked by an alarm)"
+        return None
+
+    def healthy_since(self) -> float | None:
+        """Since when (epoch seconds) RabbitMQ has been reachable and taking publishes;
+        None while it is not."""
+        if not self.ready or self.stall.check():
+            return None
+        return max(self.publisher.up_since, self.consumer.up_since, self.stall.healthy_since)
+
+    def _changed(self) -> None:
+        if self.publisher.up.is_set() and self.consumer.up.is_set():
+            if not self._ready.is_set():
+                self._ready.set()
+                for attachment in self.attachments:
+                    attachment.reconnected()
+        else:
+            self._ready.clear()
 
     async def wait_ready(self, timeout: float) -> bool:
         try:
@@ -139,95 +303,170 @@ class Broker:
             return False
         return True
 
+    def check_publishable(self) -> None:
+        """503 at once unless RabbitMQ is connected and taking publishes."""
+        problem = self.problem
+        if problem is None:
+            return
+        stalled = self.ready and self.consumer.refused is None
+        raise ServiceUnavailable(
+            "the message broker is not taking requests now"
+            + (" (it stopped confirming them)" if stalled else ""),
+            code="broker_stalled" if stalled else "broker_unavailable",
+            retry_after=2 if stalled else 1,
+        )
+
+    async def probe(self) -> bool:
+        """Is RabbitMQ taking publishes right now? Publishes a message that routes nowhere
+        and waits (at most the stall threshold) for its confirm. Shared by concurrent
+        callers; skipped when a publish was confirmed within the threshold."""
+        if not self.ready:
+            return False
+        if self.stall.check():
+            return False
+        if self.stall.idle_for() < self.stall.overdue_after:
+            return True
+        if self._probing is None or self._probing.done():
+            self._probing = asyncio.ensure_future(self._probe_once())
+        with contextlib.suppress(Exception):
+            await asyncio.shield(self._probing)
+        return not self.stall.check()
+
+    async def _probe_once(self) -> None:
+        channel = self._channel
+        if channel is None:
+            return
+        message = aio_pika.Message(b"", delivery_mode=aio_pika.DeliveryMode.NOT_PERSISTENT)
+        try:
+            with self.stall.call():
+                await channel.default_exchange.publish(
+                    message, routing_key=PROBE_ROUTING_KEY, timeout=self.stall.overdue_after
+                )
+        except TimeoutError:
+            self.stall.mark()
+        except LINK_ERRORS:
+            pass  # the link is going down: its own state says so
+
+    async def _probe_while_stalled(self) -> None:
+        """While stalled, probe until a confirm comes back (then the stall is over)."""
+        while True:
+            await self.stall.stalled.wait()
+            if self.publisher.up.is_set() and not self.stall.blocked():
+                await self._probe_once()
+            if self.stall.stalled.is_set():
+                await asyncio.sleep(PROBE_INTERVAL)
+            else:
+                log.info("RabbitMQ confirms publishes again")
+
+    # -- connections ------------------------------------------------------------------------
+
     def start(self) -> None:
         """Connect in the background; the gateway serves (with 503s) meanwhile."""
-        self._starting = asyncio.create_task(self._connect(), name="broker-connect")
+        self._tasks = [
+            asyncio.create_task(self.publisher.run(), name="broker-publisher"),
+            asyncio.create_task(self.consumer.run(), name="broker-consumer"),
+            asyncio.create_task(self._probe_while_stalled(), name="broker-probe"),
+        ]
 
-    async def _connect(self) -> None:
-        # fail_fast=False: keep retrying the first connect too, every reconnect_interval.
-        options: dict[str, Any] = {
-            "fail_fast": False,
-            "reconnect_interval": self.reconnect_interval,
-        }
-        connection = aio_pika.RobustConnection(make_url(self.urls[0], **options), **options)
-        self._connection = connection
-        if len(self.urls) > 1:
-            self._failover = asyncio.create_task(self._fail_over(connection), name="failover")
-        await connection.connect()
-        self._publisher = await self._connection.channel(
-            publisher_confirms=True, on_return_raises=True
-        )
-        self._cancel_exchange = await self._publisher.declare_exchange(
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _set_up_publisher(self, connection: AbstractConnection) -> None:
+        self._channel = None
+        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+        # Notices to workers and to other instances are fire-and-forget: no confirms.
+        notices = await connection.channel(publisher_confirms=False)
+        self._cancel_exchange = await notices.declare_exchange(
             CANCEL_EXCHANGE, aio_pika.ExchangeType.FANOUT, durable=True
         )
-        consumer = await self._connection.channel()
-        await consumer.set_qos(prefetch_count=self.prefetch)
-        await self._declare(consumer)
-        self._own_channel = await self._connection.channel()
-        await self._own_channel.set_qos(prefetch_count=self.prefetch)
-        await self._declare_own_queues()
-        # Robust channels restore the topology and consumers before reconnect_callbacks run.
-        self._connection.close_callbacks.add(lambda *_: self._ready.clear())
-        self._connection.reconnect_callbacks.add(lambda *_: self._reconnected())
-        self._ready.set()
+        for attachment in self.attachments:
+            await attachment.attach_publisher(notices)
+        self._channel = channel
+
+    async def _set_up_consumer(self, connection: AbstractConnection) -> None:
+        channel = await connection.channel()
+        await channel.set_qos(prefetch_count=self.prefetch)
+        await self._declare(connection, channel)
+        # This instance's own queues, on a channel of their own.
+        own = await connection.channel()
+        await own.set_qos(prefetch_count=self.prefetch)
+        self.reply_queue = f"gateway.replies.{secrets.token_hex(8)}"
+        replies = await own.declare_queue(self.reply_queue, exclusive=True, auto_delete=True)
+        await replies.consume(self._consumer(self.on_answer), consumer_tag=self._tag("replies"))
+        for attachment in self.attachments:
+            await attachment.attach_consumer(own)
         log.info("connected to RabbitMQ, topology declared for %d operations", len(self.contracts))
 
-    async def _declare_own_queues(self) -> None:
-        """This instance's own (exclusive) queues: declared afresh after every reconnect,
-        not restored, since the node an old one lived on may be the one that is gone."""
-        channel = self._own_channel
-        assert channel is not None
-        self.reply_queue = f"gateway.replies.{secrets.token_hex(8)}"
-        replies = await channel.declare_queue(
-            self.reply_queue, exclusive=True, auto_delete=True, robust=False
+    def _tag(self, what: str) -> str:
+        """Consumer tags that say whose consumer it is (`rabbitmqctl list_consumers`)."""
+        return f"gateway.{self.instance}.{what}.{secrets.token_hex(4)}"
+
+    async def _declare(self, connection: AbstractConnection, channel: AbstractChannel) -> None:
+        # RabbitMQ refuses to declare a queue again with other arguments. This queue holds
+        # nothing (its dead-letter exchange need not exist); its arguments name the job
+        # store, which pins this virtual host to the gateways of one store: another
+        # store's gateway would take their answers and drop them as unknown.
+        store = self.store_identity()
+        await self._declare_or_refuse(
+            connection,
+            STORE_MARKER_QUEUE,
+            {"x-max-length": 0, "x-dead-letter-exchange": f"gateway.store.{store}"},
+            f"this RabbitMQ virtual host belongs to gateways of another job store (this "
+            f"one's is {store}). Gateways sharing a virtual host must share one store: "
+            f"use another virtual host, or if that store is retired and "
+            f"{ANSWERS_QUEUE} drained, delete the queue {STORE_MARKER_QUEUE}",
         )
-        await replies.consume(self._consumer(self.on_answer), robust=False)
-        if self.attach is not None:
-            await self.attach(channel)
-
-    async def _reconnected(self) -> None:
-        try:
-            await self._declare_own_queues()
-        except Exception:
-            log.exception("could not declare this instance's queues after a reconnect")
-            return
-        self._ready.set()
-        if self.on_reconnect is not None:
-            self.on_reconnect()
-
-    async def _fail_over(self, connection: aio_pika.RobustConnection) -> None:
-        """While disconnected, point the next reconnect attempt at the next address.
-        (aio-pika's robust connection retries one URL; each attempt reads `url` anew.)"""
-        index = 0
-        while True:
-            await asyncio.sleep(self.reconnect_interval)
-            if connection.connected.is_set():
-                continue
-            index = (index + 1) % len(self.urls)
-            connection.url = URL(self.urls[index]).with_query(connection.url.query)
-            log.info(
-                "RabbitMQ unreachable; next attempt at address %d of %d", index + 1, len(self.urls)
-            )
-
-    async def _declare(self, channel: AbstractChannel) -> None:
         dlx = await channel.declare_exchange(
             DEAD_LETTER_EXCHANGE, aio_pika.ExchangeType.FANOUT, durable=True
         )
-        dead: AbstractQueue = await channel.declare_queue(
+        dead = await channel.declare_queue(
             DEAD_LETTER_QUEUE, durable=True, arguments={"x-queue-type": "quorum"}
         )
         await dead.bind(dlx)
-        answers = await channel.declare_queue(
-            ANSWERS_QUEUE, durable=True, arguments={"x-queue-type": "quorum"}
-        )
         for contract in self.contracts.values():
-            await channel.declare_queue(
-                contract.op, durable=True, arguments=queue_arguments(contract)
+            await self._declare_or_refuse(
+                connection,
+                contract.op,
+                queue_arguments(contract),
+                f"the queue {contract.op} exists with other settings than its contract "
+                f"asks for ({{reason}}); delete it once drained, or restore the setting",
             )
-        replies = await channel.declare_queue(self.reply_queue, exclusive=True, auto_delete=True)
-        await answers.consume(self._consumer(self.on_answer))
-        await replies.consume(self._consumer(self.on_answer))
-        await dead.consume(self._consumer(self.on_dead_letter))
+        # One consumer at a time takes answers (the others stand by): one job's answers
+        # are stored in the order its worker sent them, even with many instances.
+        answers_arguments: dict[str, Any] = {
+            "x-queue-type": "quorum",
+            "x-single-active-consumer": True,
+        }
+        await self._declare_or_refuse(
+            connection,
+            ANSWERS_QUEUE,
+            answers_arguments,
+            f"the queue {ANSWERS_QUEUE} exists with other arguments ({{reason}}), made by "
+            f"an older gateway: stop the gateways, let it drain, delete it and start again",
+        )
+        answers = await channel.declare_queue(
+            ANSWERS_QUEUE, durable=True, arguments=answers_arguments
+        )
+        await answers.consume(self._consumer(self.on_answer), consumer_tag=self._tag("answers"))
+        await dead.consume(
+            self._consumer(self.on_dead_letter), consumer_tag=self._tag("dead-letters")
+        )
+
+    @staticmethod
+    async def _declare_or_refuse(
+        connection: AbstractConnection, name: str, arguments: dict[str, Any], refusal: str
+    ) -> None:
+        """Declare a durable queue on a channel of its own (a refusal closes the channel)."""
+        channel = await connection.channel()
+        try:
+            await channel.declare_queue(name, durable=True, arguments=arguments)
+        except ChannelPreconditionFailed as exc:
+            raise TopologyRefused(refusal.format(reason=exc)) from exc
+        finally:
+            if not channel.is_closed:
+                await channel.close()
 
     def _consumer(self, handler: AnswerHandler) -> Callable[[AbstractIncomingMessage], Any]:
         in_order = KeyedLock()
@@ -238,22 +477,28 @@ class Broker:
                 type=message.type,
                 body=message.body,
                 headers=dict(message.headers or {}),
+                redelivered=bool(message.redelivered),
             )
             try:
                 # Deliveries are handled concurrently, but one job's answers in the order
                 # they arrived: progress stays in order, and the first terminal one wins.
                 async with in_order(answer.job_id or ""):
                     await handler(answer)
-            except Exception:
+            except Exception as exc:
                 # The store could not take it: leave it to RabbitMQ, to come back later.
-                log.exception("answer for job %s not stored; requeued", answer.job_id)
+                log.warning("answer for job %s not stored (%s); requeued", answer.job_id, exc)
                 await asyncio.sleep(0.5)
-                await message.nack(requeue=True)
+                with contextlib.suppress(*LINK_ERRORS):
+                    await message.nack(requeue=True)
                 return
-            # Acked only after the store committed it (the handler returned).
-            await message.ack()
+            # Acked only after the store committed it (the handler returned). If the
+            # connection is gone, RabbitMQ delivers it again: duplicates are absorbed.
+            with contextlib.suppress(*LINK_ERRORS):
+                await message.ack()
 
         return consume
+
+    # -- publishing -------------------------------------------------------------------------
 
     async def publish_request(
         self,
@@ -265,8 +510,9 @@ class Broker:
         attempt: int = 1,
     ) -> None:
         """Publish a job's request and wait for RabbitMQ's confirm; 503 if it cannot."""
-        channel = self._publisher
-        if channel is None or not self.ready:
+        self.check_publishable()
+        channel = self._channel
+        if channel is None:
             raise ServiceUnavailable(
                 "the message broker is not reachable", code="broker_unavailable"
             )
@@ -300,9 +546,10 @@ class Broker:
             expiration=expiration,
         )
         try:
-            await channel.default_exchange.publish(
-                message, routing_key=contract.op, mandatory=True, timeout=self.publish_timeout
-            )
+            with self.stall.call():
+                await channel.default_exchange.publish(
+                    message, routing_key=contract.op, mandatory=True, timeout=self.publish_timeout
+                )
         except PublishError as exc:  # returned: no queue to route to
             raise ServiceUnavailable(
                 f"no queue for operation {contract.op}", code="broker_unroutable"
@@ -313,7 +560,14 @@ class Broker:
                 code="broker_refused",
                 retry_after=5,
             ) from exc
-        except (TimeoutError, ChannelInvalidStateError, AMQPError, ConnectionError) as exc:
+        except TimeoutError as exc:
+            self.stall.mark()
+            raise ServiceUnavailable(
+                "the message broker did not confirm the request in time",
+                code="broker_stalled",
+                retry_after=2,
+            ) from exc
+        except LINK_ERRORS as exc:
             raise ServiceUnavailable(
                 "the message broker did not confirm the request", code="broker_unavailable"
             ) from exc
@@ -321,27 +575,18 @@ class Broker:
     async def publish_cancel(self, job_id: str, op: str) -> None:
         """Tell workers (who listen on the cancel fanout) that a job was cancelled."""
         exchange = self._cancel_exchange
-        if exchange is None or not self.ready:
+        if exchange is None or self.problem is not None:
             raise ServiceUnavailable(
-                "the message broker is not reachable", code="broker_unavailable"
+                "the message broker is not taking messages now", code="broker_unavailable"
             )
-        await exchange.publish(
-            aio_pika.Message(
-                orjson.dumps({"job_id": job_id, "op": op}),
-                content_type="application/json",
-                correlation_id=job_id,
-                type="cancel",
-            ),
-            routing_key="",
-            mandatory=False,
-            timeout=self.publish_timeout,
-        )
-
-    async def close(self) -> None:
-        if self._failover is not None:
-            self._failover.cancel()
-        if self._starting is not None and not self._starting.done():
-            self._starting.cancel()
-            await asyncio.gather(self._starting, return_exceptions=True)
-        if self._connection is not None:
-            await self._connection.close()
+        async with asyncio.timeout(self.publish_timeout):
+            await exchange.publish(
+                aio_pika.Message(
+                    orjson.dumps({"job_id": job_id, "op": op}),
+                    content_type="application/json",
+                    correlation_id=job_id,
+                    type="cancel",
+                ),
+                routing_key="",
+                mandatory=False,
+            )

@@ -110,6 +110,34 @@ def main() -> None:
     help="Seconds between heartbeat comments on idle event streams.",
 )
 @click.option(
+    "--publish-timeout",
+    "publish_timeout_seconds",
+    envvar="GATEWAY_PUBLISH_TIMEOUT",
+    default=5.0,
+    type=click.FloatRange(min=0.1),
+    show_envvar=True,
+    help="Seconds a request waits for RabbitMQ's confirm before it answers 503.",
+)
+@click.option(
+    "--stall-after",
+    "stall_seconds",
+    envvar="GATEWAY_STALL_AFTER",
+    default=2.0,
+    type=click.FloatRange(min=0.1),
+    show_envvar=True,
+    help="Seconds a confirm from RabbitMQ, or an answer from the store, may be outstanding "
+    "before it counts as stalled: then requests get 503 at once and /readyz says not ready.",
+)
+@click.option(
+    "--store-timeout",
+    "store_timeout_seconds",
+    envvar="GATEWAY_STORE_TIMEOUT",
+    default=5.0,
+    type=click.FloatRange(min=0.1),
+    show_envvar=True,
+    help="The longest a call to the job store may take before the request answers 503.",
+)
+@click.option(
     "--cors-origin",
     "cors_origins",
     envvar="GATEWAY_CORS_ORIGINS",

@@ -22,6 +22,12 @@ class Settings:
     """`?wait=N` and `Prefer: wait=N` are capped at this, so no request is held forever."""
     publish_timeout_seconds: float = 5.0
     """How long a request waits for RabbitMQ's confirm before it answers 503."""
+    stall_seconds: float = 2.0
+    """A confirm from RabbitMQ, or an answer from the job store, outstanding this long
+    means it has stalled: requests fail at once with 503 and /readyz says not ready, until
+    it answers again."""
+    store_timeout_seconds: float = 5.0
+    """The longest any call to the job store may take; then the request answers 503."""
     max_waiters: int = 10_000
     """Long-polls and streams one process holds at once; more are refused with 503."""
     sweep_interval_seconds: float = 1.0

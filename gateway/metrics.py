@@ -36,11 +36,22 @@ class Metrics:
             buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5),
         )
         self.broker_up = Gauge("gateway_broker_up", "1 when connected to RabbitMQ", registry=r)
+        self.broker_unusable = Gauge(
+            "gateway_broker_unusable",
+            "1 when RabbitMQ cannot take requests (down, stalled, blocked, or refusing)",
+            registry=r,
+        )
         self.waiters = Gauge("gateway_waiters", "Requests waiting for a job event", registry=r)
 
-    def watch(self, broker_up: Callable[[], bool], waiters: Callable[[], int]) -> None:
+    def watch(
+        self,
+        broker_up: Callable[[], bool],
+        broker_unusable: Callable[[], bool],
+        waiters: Callable[[], int],
+    ) -> None:
         """Read live values at scrape time instead of tracking them on the hot path."""
         self.broker_up.set_function(lambda: float(broker_up()))
+        self.broker_unusable.set_function(lambda: float(broker_unusable()))
         self.waiters.set_function(lambda: float(waiters()))
 
     def exposition(self) -> bytes:

@@ -9,12 +9,13 @@ it reconnects, by waking every waiter of that instance to re-read the store.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 
 import aio_pika
 import orjson
-from aio_pika.abc import AbstractExchange, AbstractIncomingMessage, AbstractRobustChannel
+from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMessage
 
 from gateway.hub import Hub
 from gateway.jobs import Event, Job
@@ -22,23 +23,35 @@ from gateway.jobs import Event, Job
 log = logging.getLogger("gateway.peers")
 
 NOTICES_EXCHANGE = "gateway.notices"
+TELL_TIMEOUT = 1.0  # a notice that cannot be written by then is dropped: waiters re-read
 
 
 class PeerNotices:
+    """A `gateway.broker.Attachment`: rides on the broker link's two connections."""
+
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
         self.instance = secrets.token_hex(8)
         self._exchange: AbstractExchange | None = None
 
-    async def attach(self, channel: AbstractRobustChannel) -> None:
-        """Declare this instance's side of the notices; called again on every reconnect
-        (a new exclusive queue: the old one may have lived on a node that is gone)."""
+    async def attach_publisher(self, channel: AbstractChannel) -> None:
         self._exchange = await channel.declare_exchange(
             NOTICES_EXCHANGE, aio_pika.ExchangeType.FANOUT, durable=True
         )
-        queue = await channel.declare_queue(exclusive=True, auto_delete=True, robust=False)
-        await queue.bind(self._exchange, robust=False)
-        await queue.consume(self._on_notice, no_ack=True, robust=False)
+
+    async def attach_consumer(self, channel: AbstractChannel) -> None:
+        """This instance's queue of notices: a new exclusive one on every connection (the
+        old one may have lived on a node that is gone)."""
+        exchange = await channel.declare_exchange(
+            NOTICES_EXCHANGE, aio_pika.ExchangeType.FANOUT, durable=True
+        )
+        queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+        await queue.bind(exchange)
+        await queue.consume(self._on_notice, no_ack=True)
+
+    def reconnected(self) -> None:
+        """Notices may have been lost while disconnected: every waiter re-reads."""
+        self.hub.wake_all()
 
     async def tell(self, job: Job, event: Event) -> None:
         exchange = self._exchange
@@ -46,12 +59,15 @@ class PeerNotices:
             return
         body = orjson.dumps({"job": job.to_record(), "event": event.to_record()})
         try:
-            await exchange.publish(
-                aio_pika.Message(
-                    body, content_type="application/json", headers={"x-instance": self.instance}
-                ),
-                routing_key="",
-            )
+            async with asyncio.timeout(TELL_TIMEOUT):
+                await exchange.publish(
+                    aio_pika.Message(
+                        body,
+                        content_type="application/json",
+                        headers={"x-instance": self.instance},
+                    ),
+                    routing_key="",
+                )
         except Exception:
             log.warning("notice for job %s not sent to other instances", job.id, exc_info=True)
 
@@ -66,7 +82,3 @@ class PeerNotices:
             log.warning("malformed notice dropped")
             return
         self.hub.notify(job.id, job, event)
-
-    def woke_after_reconnect(self) -> None:
-        """Notices may have been lost while disconnected: every waiter re-reads."""
-        self.hub.wake_all()

@@ -25,7 +25,7 @@ from gateway.hub import Hub, Watch
 from gateway.jobs import Event, Job, error_body, new_job
 from gateway.metrics import Metrics
 from gateway.peers import PeerNotices
-from gateway.store import JobStore
+from gateway.store import Created, JobStore
 from gateway.types import JSON
 
 log = logging.getLogger("gateway.service")
@@ -50,13 +50,18 @@ class GatewayService:
         self.broker = Broker(
             settings.broker_url,
             contracts,
+            store_identity=lambda: store.identity,
             on_answer=self.on_answer,
             on_dead_letter=self.on_dead_letter,
             publish_timeout=settings.publish_timeout_seconds,
-            attach=self.peers.attach if self.peers else None,
-            on_reconnect=self.peers.woke_after_reconnect if self.peers else None,
+            stall_after=settings.stall_seconds,
+            attachments=[self.peers] if self.peers else [],
         )
-        self.metrics.watch(lambda: self.broker.ready, lambda: self.hub.waiting)
+        self.metrics.watch(
+            lambda: self.broker.ready,
+            lambda: self.broker.problem is not None,
+            lambda: self.hub.waiting,
+        )
         self._sweeper: asyncio.Task[None] | None = None
         self._ops_in_flight: OrderedDict[str, str] = OrderedDict()
 
@@ -91,9 +96,12 @@ class GatewayService:
     ) -> Job:
         """Store the job, publish its request, return once RabbitMQ confirmed it.
 
-        Raises 503 (and forgets the job) if the broker does not confirm; 409 if the
-        idempotency key names a job with another request.
+        Raises 503 if RabbitMQ or the store cannot take it now, at once when either is
+        known to be down or stalled; 409 if the idempotency key names a job with another
+        request. With an idempotency key the job is kept whatever fails, and every retry
+        publishes that same job: one key, one job id, at the broker too.
         """
+        self.broker.check_publishable()  # before anything is stored
         fingerprint = request_hash(body) if idempotency_key is not None else None
         if idempotency_key is not None and owner is not None:
             # Keys are each owner's own: another subject's same key is another job.
@@ -108,28 +116,19 @@ class GatewayService:
         raw = orjson.dumps(body)
         created = await self.store.create(job, first, raw)
         if not created.created:
-            existing = created.job
-            if existing.request_hash != fingerprint:
-                raise Conflict(
-                    "this Idempotency-Key was used with a different request",
-                    code="idempotency_key_reused",
-                )
-            if created.published:
-                return existing
-            # Stored but never confirmed (a crash or 503 in between): publish it now.
-            await self.broker.publish_request(
-                contract, existing.id, created.request, deadline_at=existing.deadline_at, attempt=2
-            )
-            await self.store.mark_published(existing.id)
-            return existing
+            return await self._submit_again(contract, created, fingerprint)
         try:
             with self.metrics.publish_seconds.time():
                 await self.broker.publish_request(
                     contract, job.id, raw, deadline_at=job.deadline_at
                 )
         except BaseException:
-            # The client never learns this id, so nothing may remain of it.
-            await self.store.discard(job.id)
+            if idempotency_key is None:
+                # The client never learns this id, so nothing may remain of it. (If
+                # RabbitMQ took the message after all, its answer is dropped as unknown.)
+                with contextlib.suppress(Exception):
+                    await self.store.discard(job.id)
+            # With a key the job stays: the retry finds it and publishes it again.
             raise
         if idempotency_key is not None:
             # Only a repeat of the key can find a job whose publish was never confirmed
@@ -138,6 +137,28 @@ class GatewayService:
         self._remember_op(job.id, contract.op)
         self.metrics.jobs_submitted.labels(contract.op).inc()
         return job
+
+    async def _submit_again(
+        self, contract: Contract, created: Created, fingerprint: str | None
+    ) -> Job:
+        """A repeat of an idempotency key: the job it names, published if it never was."""
+        existing = created.job
+        if existing.request_hash != fingerprint:
+            raise Conflict(
+                "this Idempotency-Key was used with a different request",
+                code="idempotency_key_reused",
+            )
+        if created.published or existing.status != "queued":
+            # Published, or a worker answered it (so RabbitMQ had it), or it ended.
+            return existing
+        # Stored, but its publish was never confirmed (a 503 or a crash in between): publish
+        # it again, under the same id, so a worker can tell the two copies are one job.
+        await self.broker.publish_request(
+            contract, existing.id, created.request, deadline_at=existing.deadline_at, attempt=2
+        )
+        await self.store.mark_published(existing.id)
+        self._remember_op(existing.id, contract.op)
+        return existing
 
     def _remember_op(self, job_id: str, op: str) -> None:
         """Which operation a job in flight belongs to, so its answers need no store read."""
@@ -260,13 +281,42 @@ class GatewayService:
             await self.store.touch(job_id, lease_until)
             self.metrics.answers.labels("heartbeat").inc()
             return
-        await self._record(job_id, interpret(answer, contract), lease_until=lease_until)
+        outcome = interpret(answer, contract)
+        if (
+            answer.redelivered
+            and outcome is not None
+            and await self._stored_before(job_id, outcome)
+        ):
+            # A gateway stored it, then died before its ack: RabbitMQ delivered it again.
+            self.metrics.answers.labels("redelivered").inc()
+            return
+        await self._record(job_id, outcome, lease_until=lease_until)
+
+    async def _stored_before(self, job_id: str, outcome: Outcome) -> bool:
+        """Whether the job's log has this progress already. (A redelivered terminal answer
+        needs no look: the state machine ignores anything after the first terminal one.)"""
+        if outcome.type != "progress":
+            return False
+        events = await self.store.events(job_id)
+        return any(e.type == "progress" and e.data == outcome.data for e in events)
 
     async def on_dead_letter(self, answer: Answer) -> None:
         if not answer.job_id:
             log.warning("dead letter without a job id dropped")
             return
         await self._record(answer.job_id, dead_letter_outcome(answer))
+
+    async def _heard_for_a_lease(self, job_id: str, now: float) -> bool:
+        """Whether RabbitMQ has been healthy for the job's whole lease, up to `now`."""
+        if not await self.broker.probe():
+            return False
+        healthy_since = self.broker.healthy_since()
+        job = await self.store.get(job_id)
+        if healthy_since is None or job is None:
+            return False
+        contract = self.contracts.get(job.op)
+        lease = contract.settings.lease_seconds if contract is not None else 0
+        return now - healthy_since >= lease
 
     async def _record(
         self, job_id: str, outcome: Outcome | None, *, lease_until: float | None = None
@@ -313,7 +363,12 @@ class GatewayService:
     async def sweep(self, now: float | None = None) -> None:
         """Expire jobs past their deadline, fail jobs whose worker went silent past its
         lease, and purge finished jobs past their retention. Safe on many instances at
-        once: the store records only the first terminal event."""
+        once: the store records only the first terminal event.
+
+        A lease counts only while RabbitMQ is healthy: a worker cannot be heard while the
+        broker is down, paused or blocking publishers, so after such a spell every running
+        job's worker gets a whole lease again, from when RabbitMQ recovered, before it is
+        counted lost. A deadline is the client's own and counts regardless."""
         now = time.time() if now is None else now
         for job_id, why in await self.store.overdue(now):
             if why == "deadline":
@@ -321,6 +376,8 @@ class GatewayService:
                     "expired", error_body("expired", "the job did not finish by its deadline")
                 )
             else:
+                if not await self._heard_for_a_lease(job_id, now):
+                    continue
                 outcome = Outcome(
                     "error",
                     error_body(

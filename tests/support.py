@@ -17,9 +17,11 @@ from pathlib import Path
 
 import httpx
 import orjson
+import pika
 import uvicorn
 
 from gateway.app import create_app
+from gateway.broker import STORE_MARKER_QUEUE
 from gateway.config import Settings
 from gateway.service import GatewayService
 
@@ -150,6 +152,20 @@ async def serve_gateway(
         sock.close()
 
 
+def take_over_vhost(broker_url: str) -> None:
+    """Let a new test's store take the virtual host over, as an operator retiring a store
+    would: delete the queue that pins it to the last test's store (see gateway/broker.py)."""
+    url = broker_url.replace(",", " ").split()[0]
+    try:
+        connection = pika.BlockingConnection(pika.URLParameters(url))
+    except pika.exceptions.AMQPError:
+        return  # the broker is down: the test will find out
+    try:
+        connection.channel().queue_delete(STORE_MARKER_QUEUE)
+    finally:
+        connection.close()
+
+
 def make_settings(
     tmp: Path,
     broker_url: str,
@@ -169,6 +185,7 @@ def make_settings(
         contracts_dir=folder,
         store_url=f"sqlite:///{tmp / 'store.sqlite3'}",
     )
+    take_over_vhost(broker_url)
     return replace(settings, **overrides), ops  # type: ignore[arg-type]
 
 

@@ -6,10 +6,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from gateway.errors import GatewayError
 from gateway.http.ops import service_of
 from gateway.http.responses import ORJSONResponse
 from gateway.metrics import CONTENT_TYPE_LATEST
 from gateway.openapi import build_openapi
+from gateway.types import JSONObject
 
 
 async def healthz(request: Request) -> Response:
@@ -17,17 +19,25 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
+    """Ready when RabbitMQ takes publishes (a probe is confirmed) and the store answers, each
+    within the stall threshold: a paused or alarmed broker, or a paused database, is not
+    ready even though its connection is open."""
     service = service_of(request)
-    checks = {"broker": service.broker.ready, "store": True}
+    problems: dict[str, str] = {}
+    if not await service.broker.probe():
+        problems["broker"] = service.broker.problem or "RabbitMQ did not confirm a probe in time"
     try:
         await service.store.ping()
-    except Exception:
-        checks["store"] = False
-    ready = all(checks.values())
+    except GatewayError as exc:
+        problems["store"] = exc.message
+    checks = {"broker": "broker" not in problems, "store": "store" not in problems}
+    body: JSONObject = {"status": "unavailable" if problems else "ready", "checks": checks}
+    if problems:
+        body["problems"] = problems
     return ORJSONResponse(
-        {"status": "ready" if ready else "unavailable", "checks": checks},
-        status_code=200 if ready else 503,
-        headers=None if ready else {"Retry-After": "1"},
+        body,
+        status_code=503 if problems else 200,
+        headers={"Retry-After": "1"} if problems else None,
     )
 
 

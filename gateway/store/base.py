@@ -1,8 +1,9 @@
 """The job store interface: jobs and their numbered events.
 
-SQLite (one instance) implements it now; PostgreSQL (many instances) will later. Every
-method is one transaction; `record` applies `gateway.jobs.apply` atomically, so the
-per-job `seq` never repeats and the first terminal event wins even under redelivery.
+SQLite (one instance) and PostgreSQL (many instances) implement it, and memory for light
+operations. Every method is one transaction; `record` applies `gateway.jobs.apply`
+atomically, so the per-job `seq` never repeats and the first terminal event wins even
+under redelivery.
 """
 
 from __future__ import annotations
@@ -39,8 +40,18 @@ class JobStore(ABC):
     """True when several gateway instances may use this store at once (then they tell
     each other about new events: see gateway/peers.py)."""
 
+    unavailable_errors: tuple[type[BaseException], ...] = (OSError, TimeoutError)
+    """Exceptions that mean the store cannot serve now (down, restarting, locked), as
+    opposed to a bug: they answer 503 with Retry-After (see gateway/store/bounded.py)."""
+
     @abstractmethod
     async def open(self) -> None: ...
+
+    @property
+    @abstractmethod
+    def identity(self) -> str:
+        """A random name this store was given when its tables were made (once open):
+        gateways on one RabbitMQ virtual host must all have the same one."""
 
     @abstractmethod
     async def close(self) -> None: ...

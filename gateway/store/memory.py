@@ -10,6 +10,7 @@ first (then the oldest of all).
 
 from __future__ import annotations
 
+import secrets
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
@@ -32,6 +33,11 @@ class MemoryStore(JobStore):
         self.max_jobs = max_jobs
         self._entries: OrderedDict[str, _Entry] = OrderedDict()  # oldest first
         self._keys: dict[tuple[str, str], str] = {}
+        self._identity = secrets.token_hex(8)
+
+    @property
+    def identity(self) -> str:
+        return self._identity
 
     async def open(self) -> None:
         pass

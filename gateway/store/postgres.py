@@ -15,6 +15,7 @@ epoch seconds in `double precision`, as the `Job` and `Event` dataclasses have t
 from __future__ import annotations
 
 import logging
+import secrets
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -60,6 +61,10 @@ CREATE INDEX IF NOT EXISTS gateway_jobs_lease ON gateway_jobs (lease_until)
     WHERE lease_until IS NOT NULL AND status = 'running';
 CREATE INDEX IF NOT EXISTS gateway_jobs_finished ON gateway_jobs (op, updated_at)
     WHERE status IN ('succeeded', 'failed', 'cancelled', 'expired');
+CREATE TABLE IF NOT EXISTS gateway_meta (
+    name text PRIMARY KEY,
+    value text NOT NULL
+);
 CREATE TABLE IF NOT EXISTS gateway_events (
     job_id text NOT NULL,
     seq integer NOT NULL,
@@ -148,11 +153,21 @@ class PostgresStore(JobStore):
     shared = True
     """Many gateway instances use one database: they tell each other about new events."""
 
+    unavailable_errors = (
+        OSError,
+        TimeoutError,
+        asyncpg.InterfaceError,  # the connection is gone, or the pool is closing
+        asyncpg.PostgresConnectionError,
+        asyncpg.OperatorInterventionError,  # shutting down, starting up, cancelled
+        asyncpg.InsufficientResourcesError,  # too many connections, disk full
+    )
+
     def __init__(self, url: str) -> None:
         self._dsn, self._pool_options = split_url(url)
         self.url = redact(url)
         """The URL without its password: the only form of it shown anywhere."""
         self._pool: Any = None  # asyncpg.Pool, once open
+        self._identity: str | None = None
 
     @classmethod
     def from_url(cls, url: str) -> PostgresStore:
@@ -199,6 +214,19 @@ class PostgresStore(JobStore):
             await db.execute(SCHEMA)
             if version is None:
                 await db.execute("INSERT INTO gateway_schema (version) VALUES ($1)", SCHEMA_VERSION)
+            await db.execute(
+                "INSERT INTO gateway_meta (name, value) VALUES ('identity', $1) "
+                "ON CONFLICT (name) DO NOTHING",
+                secrets.token_hex(8),
+            )
+            self._identity = await db.fetchval(
+                "SELECT value FROM gateway_meta WHERE name = 'identity'"
+            )
+
+    @property
+    def identity(self) -> str:
+        assert self._identity is not None, "store is not open"
+        return self._identity
 
     async def close(self) -> None:
         if self._pool is not None:

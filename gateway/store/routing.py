@@ -17,6 +17,10 @@ class DurabilityRouter(JobStore):
         self.light_ops = frozenset(light_ops)
         self.shared = durable.shared
 
+    @property
+    def identity(self) -> str:
+        return self.durable.identity
+
     def _of(self, job_id: str) -> JobStore:
         return self.light if job_id in self.light else self.durable
 

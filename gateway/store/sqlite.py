@@ -9,6 +9,7 @@ never touches the disk.
 from __future__ import annotations
 
 import asyncio
+import secrets
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -52,6 +53,10 @@ CREATE INDEX IF NOT EXISTS jobs_lease ON jobs (lease_until)
     WHERE lease_until IS NOT NULL AND status = 'running';
 CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (op, updated_at)
     WHERE status IN ('succeeded', 'failed', 'cancelled', 'expired');
+CREATE TABLE IF NOT EXISTS meta (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS events (
     job_id TEXT NOT NULL,
     seq INTEGER NOT NULL,
@@ -86,9 +91,13 @@ def path_from_url(url: str) -> Path:
 
 
 class SQLiteStore(JobStore):
+    unavailable_errors = (OSError, TimeoutError, sqlite3.OperationalError)
+    """"database is locked", "disk I/O error", a full disk: the file, not our SQL."""
+
     def __init__(self, path: Path | str, *, synchronous: str = "FULL") -> None:
         self.path = Path(path)
         self.synchronous = synchronous
+        self._identity: str | None = None
         self._writer = GroupCommitWriter(self._connect_writer)
         self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-reader")
         self._read_db: sqlite3.Connection | None = None
@@ -126,7 +135,17 @@ class SQLiteStore(JobStore):
             )
         db.executescript(SCHEMA)
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        db.execute(
+            "INSERT OR IGNORE INTO meta (name, value) VALUES ('identity', ?)",
+            (secrets.token_hex(8),),
+        )
+        self._identity = db.execute("SELECT value FROM meta WHERE name = 'identity'").fetchone()[0]
         return db
+
+    @property
+    def identity(self) -> str:
+        assert self._identity is not None, "store is not open"
+        return self._identity
 
     async def open(self) -> None:
         await asyncio.to_thread(self._writer.start)
