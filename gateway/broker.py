@@ -340,7 +340,10 @@ class Broker:
         try:
             with self.stall.call():
                 await channel.default_exchange.publish(
-                    message, routing_key=PROBE_ROUTING_KEY, timeout=self.stall.overdue_after
+                    message,
+                    routing_key=PROBE_ROUTING_KEY,
+                    mandatory=False,
+                    timeout=self.stall.overdue_after,
                 )
         except TimeoutError:
             self.stall.mark()
@@ -405,14 +408,18 @@ class Broker:
 
     async def _declare(self, connection: AbstractConnection, channel: AbstractChannel) -> None:
         # RabbitMQ refuses to declare a queue again with other arguments. This queue holds
-        # nothing (its dead-letter exchange need not exist); its arguments name the job
-        # store, which pins this virtual host to the gateways of one store: another
+        # nothing (and its dead-letter exchange need not exist): its arguments name the
+        # job store, which pins this virtual host to the gateways of one store. Another
         # store's gateway would take their answers and drop them as unknown.
         store = self.store_identity()
         await self._declare_or_refuse(
             connection,
             STORE_MARKER_QUEUE,
-            {"x-max-length": 0, "x-dead-letter-exchange": f"gateway.store.{store}"},
+            {
+                "x-queue-type": "quorum",  # there while a majority of a cluster's nodes is
+                "x-max-length": 0,
+                "x-dead-letter-exchange": f"gateway.store.{store}",
+            },
             f"this RabbitMQ virtual host belongs to gateways of another job store (this "
             f"one's is {store}). Gateways sharing a virtual host must share one store: "
             f"use another virtual host, or if that store is retired and "

@@ -65,6 +65,10 @@ class StallWatch:
                 self.mark()
         return self._stalled_at is not None
 
+    @property
+    def in_flight(self) -> int:
+        return len(self._pending)
+
     def idle_for(self) -> float:
         """Seconds since the last call succeeded."""
         return time.monotonic() - self._last_success

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import signal
 import sqlite3
 import subprocess
 import sys
 import textwrap
-from collections.abc import AsyncIterator
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +22,7 @@ import httpx
 import orjson
 from jsonschema import Draft7Validator
 
-from tests.support import ROOT, TcpProxy
+from tests.support import ROOT, TcpProxy, take_over_vhost
 
 ERROR_SCHEMA = Draft7Validator(orjson.loads((ROOT / "schemas/wire/error.json").read_bytes()))
 TERMINAL = {"succeeded", "failed", "cancelled", "expired"}
@@ -231,9 +234,11 @@ class GatewayProcess:
         self.log = log
         self.process: asyncio.subprocess.Process | None = None
 
-    async def start(self, limit: float = 30) -> None:
+    async def start(self, limit: float = 30, take_over: bool = True) -> None:
         """Start the process; return once `/readyz` says 200 (polled: a process start has
-        no event to await)."""
+        no event to await). `take_over`: see `tests.support.take_over_vhost`."""
+        if take_over:
+            await take_over_vhost(self.args[self.args.index("--broker") + 1])
         with self.log.open("ab") as log:
             self.process = await asyncio.create_subprocess_exec(
                 *self.args, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
@@ -318,3 +323,179 @@ class WorkerProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 await asyncio.to_thread(self.process.wait, 10)
+
+
+# -- a careful client -------------------------------------------------------------------
+
+
+@dataclass
+class KeyedTally:
+    """What a careful client saw, and what the workers ran; `report` prints the figures."""
+
+    name: str
+    held: dict[str, str] = field(default_factory=dict)
+    """Idempotency-Key -> the job id the client got for it (a 200 or 202)."""
+    attempts: int = 0
+    statuses: Counter[int] = field(default_factory=Counter)
+    timeouts: int = 0
+    connection_errors: int = 0
+    refusal_seconds: list[float] = field(default_factory=list)
+    executed: Counter[str] = field(default_factory=Counter)
+    """Job id -> how often a worker ran it."""
+    succeeded: int = 0
+    not_found: int = 0
+    """Held ids the gateway answered 404 for: forgotten."""
+
+    @property
+    def lost(self) -> int:
+        return len(self.held) - self.succeeded
+
+    @property
+    def executed_unheld(self) -> int:
+        """Runs of work under an id no client holds."""
+        held = set(self.held.values())
+        return sum(n for job_id, n in self.executed.items() if job_id not in held)
+
+    @property
+    def executed_twice(self) -> int:
+        """Extra runs of one held id (at-least-once: a worker can dedupe by message_id)."""
+        return sum(n - 1 for n in self.executed.values() if n > 1)
+
+    def report(self, extra: str = "") -> str:
+        line = (
+            f"[{self.name}] keys accepted {len(self.held)}, succeeded {self.succeeded}, "
+            f"lost {self.lost}, executed under an id nobody holds {self.executed_unheld}, "
+            f"404 after 202 {self.not_found}, 500s {self.statuses[500]}; attempts "
+            f"{self.attempts} (503: {self.statuses[503]}, client timeouts {self.timeouts}, "
+            f"connection errors {self.connection_errors}); executed again under the same id "
+            f"{self.executed_twice}"
+        )
+        if extra:
+            line += f"; {extra}"
+        print("\n" + line, flush=True)
+        return line
+
+
+class CarefulLoad:
+    """Submitters that send every request with an Idempotency-Key and retry that key on
+    timeouts, 503s, 500s and connection errors until they hold a job id, as the README
+    tells a client to. Stopping lets each finish the key it has started."""
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        op: str,
+        tally: KeyedTally,
+        *,
+        client_timeout: float = 3.0,
+        pause: float = 0.1,
+    ) -> None:
+        self.http = http
+        self.op = op
+        self.tally = tally
+        self.client_timeout = client_timeout
+        self.pause = pause  # between retries (shorter than Retry-After: a stress)
+        self.stopping = asyncio.Event()
+        self._waiters: list[tuple[Callable[[], bool], asyncio.Event]] = []
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self, submitters: int = 4) -> None:
+        self._tasks = [asyncio.create_task(self._submit(n)) for n in range(submitters)]
+
+    async def stop(self, limit: float = 120) -> None:
+        self.stopping.set()
+        async with asyncio.timeout(limit):
+            await asyncio.gather(*self._tasks)
+
+    async def until(self, condition: Callable[[], bool], limit: float = 60) -> None:
+        """Wait (at most `limit` s) until `condition()` holds after some response."""
+        if condition():
+            return
+        event = asyncio.Event()
+        self._waiters.append((condition, event))
+        async with asyncio.timeout(limit):
+            await event.wait()
+
+    def _seen(self) -> None:
+        for condition, event in list(self._waiters):
+            if condition():
+                event.set()
+                self._waiters.remove((condition, event))
+
+    async def _submit(self, n: int) -> None:
+        i = 0
+        while not self.stopping.is_set():
+            i += 1
+            await self.submit_one(f"{n}-{i}-{secrets.token_hex(4)}", {"a": n, "b": i})
+
+    async def submit_one(self, key: str, body: dict[str, object]) -> str:
+        """Submit under `key` until a job id comes back; that id."""
+        tally = self.tally
+        while True:
+            tally.attempts += 1
+            started = time.monotonic()
+            try:
+                r = await self.http.post(
+                    f"/v1/ops/{self.op}",
+                    json=body,
+                    headers={"Idempotency-Key": key},
+                    timeout=self.client_timeout,
+                )
+            except httpx.TimeoutException:
+                tally.timeouts += 1
+            except httpx.TransportError:
+                tally.connection_errors += 1
+            else:
+                tally.statuses[r.status_code] += 1
+                if r.status_code in (200, 202):
+                    job_id: str = r.json()["id"]
+                    tally.held[key] = job_id
+                    self._seen()
+                    return job_id
+                if r.status_code == 503:
+                    assert_error_body(r, 503)
+                    assert int(r.headers["retry-after"]) >= 1, r.headers
+                    tally.refusal_seconds.append(time.monotonic() - started)
+                elif r.status_code != 500:
+                    raise AssertionError(f"unexpected {r.status_code}: {r.text[:300]}")
+            self._seen()
+            await asyncio.sleep(self.pause)
+
+
+async def settle(http: httpx.AsyncClient, tally: KeyedTally, limit: float = 120) -> None:
+    """Follow every held id to its end: count the succeeded and the forgotten (404)."""
+
+    async def follow(job_id: str) -> str:
+        async with asyncio.timeout(limit):
+            while True:
+                r = await http.get(f"/v1/jobs/{job_id}?wait=30")
+                if r.status_code == 404:
+                    return "forgotten"
+                if r.status_code == 503:  # the store or broker still recovering
+                    await asyncio.sleep(0.2)
+                    continue
+                assert r.status_code == 200, r.text
+                if r.json()["status"] in TERMINAL:
+                    return str(r.json()["status"])
+
+    ends = await asyncio.gather(*(follow(i) for i in tally.held.values()))
+    tally.succeeded = ends.count("succeeded")
+    tally.not_found = ends.count("forgotten")
+
+
+async def readyz_until(
+    http: httpx.AsyncClient, status: int, limit: float = 30, problem: str = ""
+) -> float:
+    """Probe /readyz until it answers `status` (with `problem` in what it says); the
+    seconds that took. (Polled: readiness is a question, and each probe waits for
+    RabbitMQ's confirm or its absence.)"""
+    started = time.monotonic()
+    async with asyncio.timeout(limit):
+        while True:
+            try:
+                r = await http.get("/readyz", timeout=10)
+                if r.status_code == status and problem in r.text:
+                    return time.monotonic() - started
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.05)

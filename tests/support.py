@@ -15,9 +15,9 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import aio_pika
 import httpx
 import orjson
-import pika
 import uvicorn
 
 from gateway.app import create_app
@@ -94,8 +94,32 @@ class RabbitNode:
 
     def kill(self) -> None:
         """SIGKILL the node (no goodbye to clients)."""
-        pid = int((self.directory / "rabbitmq.pid").read_text().strip())
-        os.kill(pid, signal.SIGKILL)
+        os.kill(self.pid, signal.SIGKILL)
+
+    @property
+    def pid(self) -> int:
+        return int((self.directory / "rabbitmq.pid").read_text().strip())
+
+    def pause(self) -> None:
+        """SIGSTOP the node: connections stay open, nothing is answered."""
+        os.kill(self.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        os.kill(self.pid, signal.SIGCONT)
+
+    def ctl_output(self, *args: str) -> str:
+        """What rabbitmqctl ARGS prints."""
+        return subprocess.run(
+            [str(BROKER_SCRIPT), "ctl", *args], env=self.env, check=True, capture_output=True
+        ).stdout.decode()
+
+    def memory_alarm(self, on: bool) -> None:
+        """Raise (or clear) a memory alarm: RabbitMQ blocks every connection that publishes."""
+        self.ctl("-q", "set_vm_memory_high_watermark", *(["absolute", "1"] if on else ["0.4"]))
+
+    def disk_alarm(self, on: bool) -> None:
+        """Raise (or clear) a disk alarm: free space below an absurd limit."""
+        self.ctl("-q", "set_disk_free_limit", "100000GB" if on else "50MB")
 
 
 def contracts_for_test(directory: Path, prefix: str) -> dict[str, str]:
@@ -129,9 +153,16 @@ class RunningGateway:
 
 @asynccontextmanager
 async def serve_gateway(
-    settings: Settings, ops: dict[str, str], *, wait_for_broker: bool = True
+    settings: Settings,
+    ops: dict[str, str],
+    *,
+    wait_for_broker: bool = True,
+    take_over: bool = True,
 ) -> AsyncIterator[RunningGateway]:
-    """Serve a gateway on a free port until the block ends; waits for the broker link."""
+    """Serve a gateway on a free port until the block ends; waits for the broker link.
+    `take_over`: its store takes the virtual host over from earlier tests' stores."""
+    if take_over:
+        await take_over_vhost(settings.broker_url)
     app = create_app(settings)
     service: GatewayService = app.state.service
     # A socket already listening takes connections at once; uvicorn serves them once its
@@ -152,18 +183,17 @@ async def serve_gateway(
         sock.close()
 
 
-def take_over_vhost(broker_url: str) -> None:
+async def take_over_vhost(broker_url: str) -> None:
     """Let a new test's store take the virtual host over, as an operator retiring a store
     would: delete the queue that pins it to the last test's store (see gateway/broker.py)."""
     url = broker_url.replace(",", " ").split()[0]
     try:
-        connection = pika.BlockingConnection(pika.URLParameters(url))
-    except pika.exceptions.AMQPError:
+        connection = await aio_pika.connect(url, timeout=10)
+    except (OSError, aio_pika.exceptions.AMQPError):
         return  # the broker is down: the test will find out
-    try:
-        connection.channel().queue_delete(STORE_MARKER_QUEUE)
-    finally:
-        connection.close()
+    async with connection:
+        channel = await connection.channel()
+        await channel.queue_delete(STORE_MARKER_QUEUE)
 
 
 def make_settings(
@@ -185,7 +215,6 @@ def make_settings(
         contracts_dir=folder,
         store_url=f"sqlite:///{tmp / 'store.sqlite3'}",
     )
-    take_over_vhost(broker_url)
     return replace(settings, **overrides), ops  # type: ignore[arg-type]
 
 

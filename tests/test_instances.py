@@ -10,7 +10,10 @@ from dataclasses import replace
 
 from httpx_sse import aconnect_sse
 
+from gateway.worker import Worker
+from tests.fault_support import readyz_until
 from tests.support import make_settings, serve_gateway
+from tests.test_round_trip import adder
 from tests.test_streaming import stepped_reporter
 
 
@@ -49,3 +52,77 @@ async def test_single_store_instances_do_not_announce(rabbit, tmp_path):
     settings, ops = make_settings(tmp_path, rabbit.url)
     async with serve_gateway(replace(settings), ops) as gw:
         assert gw.service.peers is None  # SQLite is one instance's: nobody to tell
+
+
+async def test_one_jobs_answers_are_stored_in_order_across_instances(rabbit, tmp_path, run_worker):
+    """The interleaving behind a stream that ended at a result numbered one short: the
+    worker's progress reaches instance A, whose store write is slow; its result reaches
+    instance B, which stores it first; the progress, coming after a terminal event, is
+    dropped. Answers must be stored in the order the worker sent them."""
+    settings, ops = make_settings(tmp_path, rabbit.url, notify_peers=True)
+    op = ops["report.generate"]
+    progress_sent, send_result = asyncio.Event(), asyncio.Event()
+    worker = Worker(rabbit.url)
+
+    @worker.operation(op)
+    async def generate(request, job):
+        await job.progress({"done": 1, "total": 1})
+        progress_sent.set()
+        await send_result.wait()
+        return {"title": request["title"], "sections": ["1"]}
+
+    async with serve_gateway(settings, ops) as a, serve_gateway(settings, ops) as b:
+        holding, release = asyncio.Event(), asyncio.Event()
+        for gateway in (a, b):  # whichever instance gets the progress holds it
+            store = gateway.service.store
+            record = store.record
+
+            async def slow_progress(job_id, type, data, *, _record=record, **kwargs):
+                if type == "progress":
+                    holding.set()
+                    await release.wait()
+                return await _record(job_id, type, data, **kwargs)
+
+            store.record = slow_progress  # type: ignore[method-assign]
+        await run_worker(worker)
+        async with a.client() as http:
+            r = await http.post(f"/v1/ops/{op}", json={"title": "T"})
+            location = r.headers["location"]
+            await asyncio.wait_for(holding.wait(), 10)
+            send_result.set()
+            # While the progress is held, the result must not overtake it.
+            early = (await http.get(f"{location}?wait=3")).json()
+            release.set()
+            job = (await http.get(f"{location}?wait=30")).json()
+            events = (await http.get(f"{location}/events")).json()["events"]
+    assert early["status"] != "succeeded", early
+    assert job["status"] == "succeeded", job
+    assert [e["type"] for e in events] == ["queued", "progress", "result"]
+
+
+async def test_a_gateway_with_another_store_is_refused_on_a_shared_vhost(
+    rabbit, tmp_path, run_worker
+):
+    """A second gateway with a store of its own on the same virtual host would take the
+    first one's answers and drop them as unknown. It must be stopped, not absorbed."""
+    first_settings, ops = make_settings(tmp_path / "first", rabbit.url)
+    second_settings = replace(first_settings, store_url=f"sqlite:///{tmp_path / 'other.sqlite3'}")
+    async with serve_gateway(first_settings, ops) as first:
+        await run_worker(adder(first, rabbit.url))
+        async with (
+            serve_gateway(second_settings, ops, wait_for_broker=False, take_over=False) as second,
+            first.client() as http,
+            second.client() as other,
+        ):
+            refused = await readyz_until(other, 503, problem="another job store")
+            r = await other.post(f"/v1/ops/{ops['math.add']}", json={"a": 1, "b": 2})
+            assert r.status_code == 503 and int(r.headers["retry-after"]) >= 1, r.text
+            # The first gateway's jobs all finish: no answer went to the second.
+            jobs = [
+                (await http.post(f"/v1/ops/{ops['math.add']}", json={"a": n, "b": 1})).json()
+                for n in range(40)
+            ]
+            ends = [(await http.get(f"/v1/jobs/{j['id']}?wait=30")).json() for j in jobs]
+            assert not second.service.broker.ready
+    print(f"\n[foreign store] refused after {refused:.2f}s; first gateway's jobs {len(ends)}")
+    assert [e["status"] for e in ends] == ["succeeded"] * 40
