@@ -493,7 +493,12 @@ class Broker:
                     await handler(answer)
             except Exception as exc:
                 # The store could not take it: leave it to RabbitMQ, to come back later.
-                log.warning("answer for job %s not stored (%s); requeued", answer.job_id, exc)
+                log.warning(
+                    "answer for job %s not stored (%s%s); requeued",
+                    answer.job_id,
+                    exc,
+                    f": {exc.__cause__!r}" if exc.__cause__ is not None else "",
+                )
                 await asyncio.sleep(0.5)
                 with contextlib.suppress(*LINK_ERRORS):
                     await message.nack(requeue=True)

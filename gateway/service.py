@@ -355,6 +355,8 @@ class GatewayService:
             await asyncio.sleep(self.settings.sweep_interval_seconds)
             try:
                 await self.sweep()
+            except ServiceUnavailable:
+                pass  # the store or broker is out: said where it is noticed, tried again
             except Exception:
                 log.exception(
                     "sweep failed; trying again in %ss", self.settings.sweep_interval_seconds

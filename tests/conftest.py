@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from gateway.worker import Worker
+from tests.postgres_support import PostgresServer
 from tests.polyglot import Polyglot, polyglot_gateway
 from tests.support import RabbitNode, RunningGateway, make_settings, serve_gateway
 
@@ -58,13 +59,17 @@ async def polyglot(
 
 
 @pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """The URL (with a password) of a database on a private PostgreSQL server."""
-    from tests.postgres_support import PostgresServer
-
+def postgres() -> Iterator[PostgresServer]:
+    """A private PostgreSQL server, which tests may restart, pause and kill."""
     server = PostgresServer()
     try:
         server.start()
-        yield server.url
+        yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres: PostgresServer) -> str:
+    """The URL (with a password) of a database on the private PostgreSQL server."""
+    return postgres.url

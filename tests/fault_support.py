@@ -404,8 +404,12 @@ class CarefulLoad:
 
     async def stop(self, limit: float = 120) -> None:
         self.stopping.set()
-        async with asyncio.timeout(limit):
-            await asyncio.gather(*self._tasks)
+        try:
+            async with asyncio.timeout(limit):
+                await asyncio.gather(*self._tasks)
+        except TimeoutError:
+            self.tally.report("STOPPED: a key never got its job id")
+            raise
 
     async def until(self, condition: Callable[[], bool], limit: float = 60) -> None:
         """Wait (at most `limit` s) until `condition()` holds after some response."""

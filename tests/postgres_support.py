@@ -12,6 +12,7 @@ import os
 import pwd
 import secrets
 import shutil
+import signal
 import subprocess
 import tempfile
 from pathlib import Path
@@ -55,6 +56,7 @@ class PostgresServer:
             os.chown(self.directory, user.pw_uid, user.pw_gid)
             self.as_user = ["runuser", "-u", "postgres", "--"]
         self.url = f"postgresql://postgres:{self.password}@127.0.0.1:{self.port}/{DATABASE}"
+        self._paused: list[int] = []
 
     def _run(self, program: str, *args: str) -> None:
         subprocess.run(
@@ -87,6 +89,13 @@ class PostgresServer:
             "--no-sync",
         )
         pwfile.unlink()
+        self.start_server()
+        self._run(
+            "createdb", "-h", str(self.directory), "-p", str(self.port), "-U", "postgres", DATABASE
+        )
+
+    def start_server(self) -> None:
+        """Start the server on its data directory (again, after a stop or a kill)."""
         options = (
             f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.directory} "
             "-c fsync=off -c full_page_writes=off -c max_connections=200"
@@ -104,9 +113,41 @@ class PostgresServer:
             "60",
             "start",
         )
-        self._run(
-            "createdb", "-h", str(self.directory), "-p", str(self.port), "-U", "postgres", DATABASE
-        )
+
+    def stop_server(self) -> None:
+        """A fast shutdown: clients are disconnected, the data directory stays."""
+        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    def restart(self) -> None:
+        self.stop_server()
+        self.start_server()
+
+    def processes(self) -> list[int]:
+        """The postmaster and its children."""
+        main = int((self.data / "postmaster.pid").read_text().split()[0])
+        children = subprocess.run(
+            ["pgrep", "-P", str(main)], capture_output=True, text=True, check=False
+        ).stdout.split()
+        return [main, *(int(pid) for pid in children)]
+
+    def pause(self) -> None:
+        """SIGSTOP every server process: connections stay open, nothing is answered."""
+        self._paused = self.processes()
+        for pid in self._paused:
+            os.kill(pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        for pid in self._paused:
+            os.kill(pid, signal.SIGCONT)
+
+    def kill(self) -> None:
+        """SIGKILL every server process (a crash; start_server recovers)."""
+        for pid in self.processes():
+            os.kill(pid, signal.SIGKILL)
+        # Here nobody may reap them: a zombie keeps its PID, which the next postmaster
+        # would take for a live one. Every server process is dead: the lock files are stale.
+        (self.data / "postmaster.pid").unlink()
+        (self.directory / f".s.PGSQL.{self.port}.lock").unlink(missing_ok=True)
 
     def stop(self) -> None:
         if (self.data / "postmaster.pid").exists():

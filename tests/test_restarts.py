@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
+import orjson
+
 from gateway.worker import Worker
-from tests.support import free_port, make_settings, serve_gateway
+from tests.support import EXAMPLE_CONTRACTS, TcpProxy, free_port, make_settings, serve_gateway
 from tests.test_round_trip import adder
 
 
@@ -69,3 +71,60 @@ async def test_broker_outage_503_then_recovery(rabbit, tmp_path, run_worker):
             r = await http.post(f"/v1/ops/{gw.op('math.add')}?wait=30", json={"a": 2, "b": 2})
             assert r.status_code == 200, r.text
             assert r.json()["result"] == {"sum": 4}
+
+
+async def test_every_consumer_is_back_after_restarts_and_cuts(rabbit, tmp_path, run_worker):
+    """A gateway that came back without its answer consumer would strand every job. After
+    each of several broker restarts and cuts of its link, rabbitmqctl must list each of
+    the gateway's consumers again, and answers must flow."""
+    async with TcpProxy(rabbit.port) as proxy:
+        light = {**LIGHT_ADD, "x-gateway": {"durability": "light"}}
+        settings, ops = make_settings(
+            tmp_path, f"amqp://guest:guest@127.0.0.1:{proxy.port}/", contracts={"light.add": light}
+        )
+        async with serve_gateway(settings, ops) as gw, gw.client() as http:
+            worker = adder(gw, rabbit.url)  # the worker's own link is not cut
+            worker.operation(ops["light.add"])(add)
+            await run_worker(worker)
+            broker = gw.service.broker
+            faults = ["cut", "restart", "cut", "cut", "restart", "cut"]
+            for fault in faults:
+                if fault == "cut":
+                    proxy.cut()
+                else:
+                    await asyncio.to_thread(rabbit.stop)
+                    await asyncio.to_thread(rabbit.start)
+                await until(lambda: not broker.ready)
+                assert await broker.wait_ready(60), f"no reconnect after a {fault}"
+                listed = await asyncio.to_thread(
+                    rabbit.ctl_output, "-q", "list_consumers", "queue_name", "consumer_tag"
+                )
+                mine = {
+                    tuple(line.split("\t")[:2])
+                    for line in listed.splitlines()
+                    if f"gateway.{broker.instance}." in line
+                }
+                kinds = {(queue.split(".")[1], tag.split(".")[2]) for queue, tag in mine}
+                assert kinds == {
+                    ("answers", "answers"),
+                    ("dead-letters", "dead-letters"),
+                    ("replies", "replies"),
+                }, (fault, listed)
+                for op in (ops["math.add"], ops["light.add"]):
+                    r = await http.post(f"/v1/ops/{op}?wait=30", json={"a": 1, "b": 2})
+                    assert r.status_code == 200 and r.json()["result"] == {"sum": 3}, r.text
+    print(f"\n[consumers after faults] {len(faults)} faults, all consumers back after each")
+
+
+LIGHT_ADD = orjson.loads((EXAMPLE_CONTRACTS / "math.add.json").read_bytes())
+
+
+async def add(request, job):
+    return {"sum": request["a"] + request["b"]}
+
+
+async def until(condition, limit: float = 30) -> None:
+    """Poll in-process state until `condition()` holds."""
+    async with asyncio.timeout(limit):
+        while not condition():  # noqa: ASYNC110 - a flag in the gateway, not an event
+            await asyncio.sleep(0.01)

@@ -55,7 +55,13 @@ class BoundedStore(JobStore):
     def identity(self) -> str:
         return self.store.identity
 
-    async def _bounded(self, call: Callable[[], Awaitable[T]], *, probe: bool = False) -> T:
+    async def _bounded(
+        self,
+        call: Callable[[], Awaitable[T]],
+        *,
+        probe: bool = False,
+        timeout: float | None = None,
+    ) -> T:
         """`call()`, within the timeout; StoreUnavailable if the store cannot serve. While
         the store is stalled only a `probe` goes through (see _ping_while_stalled)."""
         if not probe and self.stall.check():
@@ -63,7 +69,7 @@ class BoundedStore(JobStore):
         task = asyncio.ensure_future(call())
         try:
             with self.stall.call():
-                done, _ = await asyncio.wait((task,), timeout=self.timeout)
+                done, _ = await asyncio.wait((task,), timeout=timeout or self.timeout)
                 if not done:
                     self.stall.mark()
                     self._abandon(task)
@@ -98,7 +104,7 @@ class BoundedStore(JobStore):
         while True:
             await self.stall.stalled.wait()
             with contextlib.suppress(StoreUnavailable):
-                await self._bounded(self.store.ping, probe=True)
+                await self._bounded(self.store.ping, probe=True, timeout=self.stall.overdue_after)
             if self.stall.stalled.is_set():
                 await asyncio.sleep(PING_INTERVAL)
 
@@ -114,7 +120,9 @@ class BoundedStore(JobStore):
         await self.store.close()
 
     async def ping(self) -> None:
-        await self._bounded(self.store.ping)
+        """Answered within the stall threshold, or the store counts as stalled: /readyz
+        must say so at once, not after a whole call timeout."""
+        await self._bounded(self.store.ping, timeout=self.stall.overdue_after)
 
     async def create(self, job: Job, first: Event, request: bytes) -> Created:
         return await self._bounded(lambda: self.store.create(job, first, request))

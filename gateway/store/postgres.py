@@ -157,6 +157,7 @@ class PostgresStore(JobStore):
         OSError,
         TimeoutError,
         asyncpg.InterfaceError,  # the connection is gone, or the pool is closing
+        asyncpg.InternalClientError,  # a connection the server dropped mid-operation
         asyncpg.PostgresConnectionError,
         asyncpg.OperatorInterventionError,  # shutting down, starting up, cancelled
         asyncpg.InsufficientResourcesError,  # too many connections, disk full
