@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from gateway.worker import Worker
-from tests.postgres_support import PostgresServer
 from tests.polyglot import Polyglot, polyglot_gateway
+from tests.postgres_support import PostgresServer
 from tests.support import RabbitNode, RunningGateway, make_settings, serve_gateway
 
 
