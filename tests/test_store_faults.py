@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 
 import httpx
 
@@ -21,6 +22,7 @@ from tests.fault_support import CarefulLoad, KeyedTally, readyz_until, settle
 from tests.postgres_support import PostgresServer, fresh_database
 from tests.support import RabbitNode, make_settings, serve_gateway
 from tests.test_stalls import counting_adder
+from tests.test_streaming import stepped_reporter
 
 STALL = 1.0
 STORE_TIMEOUT = 3.0
@@ -152,3 +154,44 @@ async def test_store_lost_between_confirm_and_record(postgres, rabbit, tmp_path,
     assert first.json()["error"]["code"] == "store_unavailable"
     assert job["status"] == "succeeded", job
     assert set(tally.executed) == {job_id}, tally.executed
+
+
+async def test_a_stream_outlives_a_paused_store(postgres, rabbit, tmp_path, run_worker):
+    """An open event stream neither hangs nor ends while the store is paused: it keeps
+    beating, and delivers every event, in order, once the store is back."""
+    settings, ops = await store_settings(postgres, rabbit, tmp_path)
+    settings = replace(settings, sse_ping_seconds=30)  # the pings below are the outage's
+    steps = [asyncio.Event() for _ in range(3)]
+    async with serve_gateway(settings, ops) as gw, gw.client() as http:
+        await run_worker(stepped_reporter(gw, rabbit.url, steps))
+        r = await http.post(f"/v1/ops/{ops['report.generate']}", json={"title": "T"})
+        seen: list[tuple[int, str]] = []
+        pings = 0
+        async with http.stream(
+            "GET", f"{r.headers['location']}/events", headers={"Accept": "text/event-stream"}
+        ) as stream:
+            lines = stream.aiter_lines()
+            async for line in lines:
+                if line.startswith("id: "):
+                    seen.append((int(line[4:]), ""))
+                    break  # queued
+            postgres.pause()
+            try:
+                for step in steps:
+                    step.set()  # the worker answers while the store is paused
+                # As a broker reconnect does: every stream reads the store again, now.
+                gw.service.hub.wake_all()
+                async for line in lines:
+                    pings += line == ": ping"
+                    if pings == 2:  # the stream is alive through the pause
+                        break
+            finally:
+                postgres.resume()
+            async for line in lines:
+                if line.startswith("id: "):
+                    seen.append((int(line[4:]), ""))
+                elif line.startswith("event: "):
+                    seen[-1] = (seen[-1][0], line[7:])
+    print(f"\n[stream across a paused store] events {len(seen)}, pings while paused {pings}")
+    assert [seq for seq, _ in seen] == [1, 2, 3, 4, 5]
+    assert [kind for _, kind in seen][1:] == ["progress", "progress", "progress", "result"]

@@ -4,11 +4,14 @@ Replays what the client has not seen (after `Last-Event-ID`, or `?after=` on a f
 connect), then goes live, without a gap or a duplicate because both come from the stored,
 numbered log; ends after the terminal event. While idle it sends a heartbeat comment
 every `sse_ping_seconds`; the response (gateway/http/sse.py) drops a client too slow to
-take a frame within the send timeout, so nothing is buffered without bound.
+take a frame within the send timeout, so nothing is buffered without bound. While the
+job store is out, the stream stays open (heartbeats) and reads it again every second: a
+client that reconnected instead would be refused with 503.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncGenerator
 
 import orjson
@@ -17,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.auth import Principal
+from gateway.errors import ServiceUnavailable
 from gateway.http.sse import EventStreamResponse
 from gateway.jobs import Event
 from gateway.limits import ClientLimits
@@ -24,6 +28,7 @@ from gateway.service import GatewayService
 from gateway.types import TERMINAL_EVENTS
 
 PING = b": ping\n\n"
+STORE_RETRY_SECONDS = 1.0
 
 
 def wants_event_stream(request: Request) -> bool:
@@ -44,23 +49,32 @@ async def frames(
     cursor = after
     with limits.waiting(client), service.hub.watch(job_id) as watch:
         watch.arm()
-        events = await service.store.events(job_id, cursor)
+        events: list[Event] | None = None  # None: read them from the store
         while True:
+            if events is None:
+                try:
+                    events = await service.store.events(job_id, cursor)
+                    if not events:
+                        job = await service.store.get(job_id)
+                        if job is None or (job.terminal and cursor >= job.seq):
+                            return  # purged, or the client already has the end
+                except ServiceUnavailable:
+                    # The store is out: hold the stream open (a client that reconnected
+                    # now would get a 503) and read again shortly.
+                    events = None
+                    yield PING
+                    await asyncio.sleep(STORE_RETRY_SECONDS)
+                    continue
             for event in events:
                 yield encode(event)
                 cursor = event.seq
                 if event.type in TERMINAL_EVENTS:
                     return
-            if not events:
-                job = await service.store.get(job_id)
-                if job is None or (job.terminal and cursor >= job.seq):
-                    return  # purged, or the client already has the end
             while not await watch.sleep(settings.sse_ping_seconds):
                 yield PING  # idle: keep proxies from closing the stream
             # What woke us usually carries the new events; a gap means read the store.
-            noticed = watch.events_after(cursor)
+            events = watch.events_after(cursor)
             watch.arm()
-            events = noticed if noticed is not None else await service.store.events(job_id, cursor)
 
 
 async def event_stream(
