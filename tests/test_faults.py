@@ -374,3 +374,64 @@ async def test_gateway_killed_with_jobs_in_flight(rabbit, tmp_path, run_worker) 
         f"redelivered duplicates {duplicated_progress}"
     )
     assert tally.lost == 0
+
+
+async def test_an_answer_stored_but_not_acked_is_stored_once(gateway, rabbit, run_worker) -> None:
+    """A progress answer is stored, but the store's reply is lost (the connection dropped
+    after the commit), so it is not acked and RabbitMQ delivers it again — after the next
+    progress was stored. It must be stored once: the log is what the worker sent."""
+    op = gateway.op("report.generate")
+    worker = Worker(rabbit.url)
+
+    finish = asyncio.Event()
+
+    @worker.operation(op)
+    async def generate(request, job):
+        for n in (1, 2, 3):
+            await job.progress({"done": n, "total": 3})
+        await finish.wait()  # the redelivery lands before the result
+        return {"title": request["title"], "sections": ["1", "2", "3"]}
+
+    store = gateway.service.store
+    record = store.record
+    lost_replies = 0
+
+    async def record_then_lose_the_reply(job_id, type, data, **kwargs):
+        nonlocal lost_replies
+        recorded = await record(job_id, type, data, **kwargs)
+        if type == "progress" and data["done"] == 1 and not lost_replies:
+            lost_replies += 1
+            raise ConnectionResetError("the connection dropped after the commit")
+        return recorded
+
+    store.record = record_then_lose_the_reply  # type: ignore[method-assign]
+    await run_worker(worker)
+    async with gateway.client() as http:
+        r = await http.post(f"/v1/ops/{op}", json={"title": "T"})
+        location = r.headers["location"]
+        assert (await http.get(f"{location}?wait=30&after=3")).json()["seq"] >= 4
+        # The redelivered answer is either dropped (counted) or stored again (seq 5).
+        async with asyncio.timeout(10):
+            while True:
+                redelivered = metric(
+                    (await http.get("/metrics")).text,
+                    "gateway_answers_total",
+                    outcome="redelivered",
+                )
+                if redelivered or (await http.get(location)).json()["seq"] > 4:
+                    break
+                await asyncio.sleep(0.05)
+        finish.set()
+        job = (await http.get(f"{location}?wait=30")).json()
+        events = await events_of(http, job["id"])
+    assert lost_replies == 1
+    assert job["status"] == "succeeded", job
+    assert_contiguous(events, job["id"])
+    assert [(e["type"], (e["data"] or {}).get("done")) for e in events] == [
+        ("queued", None),
+        ("progress", 1),
+        ("progress", 2),
+        ("progress", 3),
+        ("result", None),
+    ]
+    assert redelivered == 1
