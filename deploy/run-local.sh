@@ -25,6 +25,11 @@ else
     [ -n "${GATEWAY_BROKER_URL:-}" ] && echo "GATEWAY_BROKER_URL is not reachable; starting a local node" >&2
     deploy/rabbitmq-local.sh start
     GATEWAY_BROKER_URL=$(deploy/rabbitmq-local.sh url)
+    # A virtual host serves the gateways of one job store (README, "More than one
+    # machine"). A fresh default store takes this project-local node over from the last.
+    if [ -z "${GATEWAY_STORE:-}" ] && [ ! -e var/gateway.sqlite3 ]; then
+        deploy/rabbitmq-local.sh ctl -q delete_queue gateway.store >/dev/null 2>&1 || true
+    fi
 fi
 export GATEWAY_BROKER_URL
 
@@ -44,10 +49,16 @@ if perl -MAnyEvent::RabbitMQ -e1 2>/dev/null; then
     pids+=($!)
 fi
 
+ready=no
 for _ in $(seq 100); do
-    curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break
+    curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && ready=yes && break
     sleep 0.2
 done
+if [ "$ready" = no ]; then
+    echo "The gateway is not ready yet; it says:" >&2
+    curl -sS "http://127.0.0.1:$port/readyz" >&2 || true
+    echo >&2
+fi
 cat <<MSG
 
 The gateway is up on http://127.0.0.1:$port with workers for math.add, report.generate

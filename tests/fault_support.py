@@ -376,7 +376,37 @@ class KeyedTally:
         return line
 
 
-class CarefulLoad:
+class Milestones:
+    """A load generator's waits: `until` a condition over its tally holds, checked by
+    `seen()` after every response (no polling)."""
+
+    def __init__(self) -> None:
+        self._waiters: list[tuple[Callable[[], bool], asyncio.Event]] = []
+
+    async def until(self, condition: Callable[[], bool], limit: float = 60) -> None:
+        """Wait (at most `limit` s) until `condition()` holds after some response."""
+        if condition():
+            return
+        event = asyncio.Event()
+        self._waiters.append((condition, event))
+        async with asyncio.timeout(limit):
+            await event.wait()
+
+    def seen(self) -> None:
+        for condition, event in list(self._waiters):
+            if condition():
+                event.set()
+                self._waiters.remove((condition, event))
+
+
+async def poll_until(condition: Callable[[], bool], limit: float = 30) -> None:
+    """Poll in-process state that has no event of its own until `condition()` holds."""
+    async with asyncio.timeout(limit):
+        while not condition():  # noqa: ASYNC110 - a count or flag in the gateway
+            await asyncio.sleep(0.01)
+
+
+class CarefulLoad(Milestones):
     """Submitters that send every request with an Idempotency-Key and retry that key on
     timeouts, 503s, 500s and connection errors until they hold a job id, as the README
     tells a client to. Stopping lets each finish the key it has started."""
@@ -396,8 +426,8 @@ class CarefulLoad:
         self.client_timeout = client_timeout
         self.pause = pause  # between retries (shorter than Retry-After: a stress)
         self.stopping = asyncio.Event()
-        self._waiters: list[tuple[Callable[[], bool], asyncio.Event]] = []
         self._tasks: list[asyncio.Task[None]] = []
+        super().__init__()
 
     def start(self, submitters: int = 4) -> None:
         self._tasks = [asyncio.create_task(self._submit(n)) for n in range(submitters)]
@@ -410,21 +440,6 @@ class CarefulLoad:
         except TimeoutError:
             self.tally.report("STOPPED: a key never got its job id")
             raise
-
-    async def until(self, condition: Callable[[], bool], limit: float = 60) -> None:
-        """Wait (at most `limit` s) until `condition()` holds after some response."""
-        if condition():
-            return
-        event = asyncio.Event()
-        self._waiters.append((condition, event))
-        async with asyncio.timeout(limit):
-            await event.wait()
-
-    def _seen(self) -> None:
-        for condition, event in list(self._waiters):
-            if condition():
-                event.set()
-                self._waiters.remove((condition, event))
 
     async def _submit(self, n: int) -> None:
         i = 0
@@ -454,7 +469,7 @@ class CarefulLoad:
                 if r.status_code in (200, 202):
                     job_id: str = r.json()["id"]
                     tally.held[key] = job_id
-                    self._seen()
+                    self.seen()
                     return job_id
                 if r.status_code == 503:
                     assert_error_body(r, 503)
@@ -462,7 +477,7 @@ class CarefulLoad:
                     tally.refusal_seconds.append(time.monotonic() - started)
                 elif r.status_code != 500:
                     raise AssertionError(f"unexpected {r.status_code}: {r.text[:300]}")
-            self._seen()
+            self.seen()
             await asyncio.sleep(self.pause)
 
 

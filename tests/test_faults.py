@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 
 import httpx
 
@@ -14,6 +13,7 @@ from gateway.worker import Worker
 from tests.fault_support import (
     GatewayProcess,
     HoldingProxy,
+    Milestones,
     SseEvent,
     Tally,
     WorkerProcess,
@@ -31,7 +31,7 @@ from tests.test_round_trip import adder
 PACE = 0.02  # a load generator's pause after a refusal, so it does not spin
 
 
-class Load:
+class Load(Milestones):
     """Concurrent submitters of `math.add` until stopped; wakes waiters on milestones."""
 
     def __init__(self, http: httpx.AsyncClient, op: str, tally: Tally, limit: float) -> None:
@@ -41,8 +41,8 @@ class Load:
         self.limit = limit  # an upper bound on any one request
         self.stopping = asyncio.Event()
         self.refusal_seconds: list[float] = []
-        self._waiters: list[tuple[Callable[[], bool], asyncio.Event]] = []
         self._tasks: list[asyncio.Task[None]] = []
+        super().__init__()
 
     def start(self, submitters: int = 3) -> None:
         self._tasks = [asyncio.create_task(self._submit(n)) for n in range(submitters)]
@@ -50,15 +50,6 @@ class Load:
     async def stop(self) -> None:
         self.stopping.set()
         await asyncio.gather(*self._tasks)
-
-    async def until(self, condition: Callable[[], bool], limit: float = 60) -> None:
-        """Wait (at most `limit` s) until `condition()` holds after some response."""
-        if condition():
-            return
-        event = asyncio.Event()
-        self._waiters.append((condition, event))
-        async with asyncio.timeout(limit):
-            await event.wait()
 
     async def _submit(self, n: int) -> None:
         i = 0
@@ -76,10 +67,7 @@ class Load:
                 assert int(r.headers["retry-after"]) >= 1
                 self.tally.count(r.status_code)
                 self.refusal_seconds.append(took)
-            for condition, event in list(self._waiters):
-                if condition():
-                    event.set()
-                    self._waiters.remove((condition, event))
+            self.seen()
             if r.status_code == 503:
                 await asyncio.sleep(PACE)
 

@@ -7,6 +7,7 @@ import asyncio
 import orjson
 
 from gateway.worker import Worker
+from tests.fault_support import poll_until
 from tests.support import EXAMPLE_CONTRACTS, TcpProxy, free_port, make_settings, serve_gateway
 from tests.test_round_trip import adder
 
@@ -94,7 +95,7 @@ async def test_every_consumer_is_back_after_restarts_and_cuts(rabbit, tmp_path, 
                 else:
                     await asyncio.to_thread(rabbit.stop)
                     await asyncio.to_thread(rabbit.start)
-                await until(lambda: not broker.ready)
+                await poll_until(lambda: not broker.ready)
                 assert await broker.wait_ready(60), f"no reconnect after a {fault}"
                 listed = await asyncio.to_thread(
                     rabbit.ctl_output, "-q", "list_consumers", "queue_name", "consumer_tag"
@@ -121,10 +122,3 @@ LIGHT_ADD = orjson.loads((EXAMPLE_CONTRACTS / "math.add.json").read_bytes())
 
 async def add(request, job):
     return {"sum": request["a"] + request["b"]}
-
-
-async def until(condition, limit: float = 30) -> None:
-    """Poll in-process state until `condition()` holds."""
-    async with asyncio.timeout(limit):
-        while not condition():  # noqa: ASYNC110 - a flag in the gateway, not an event
-            await asyncio.sleep(0.01)

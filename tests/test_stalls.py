@@ -18,7 +18,7 @@ from collections.abc import Callable
 import httpx
 
 from gateway.worker import Worker
-from tests.fault_support import CarefulLoad, KeyedTally, readyz_until, settle
+from tests.fault_support import CarefulLoad, KeyedTally, poll_until, readyz_until, settle
 from tests.support import RabbitNode, RunningGateway, make_settings, serve_gateway
 
 STALL = 1.0  # the gateway's stall threshold in these tests (the default is 2 s)
@@ -143,10 +143,10 @@ async def test_a_retry_racing_a_stalled_publish_gets_the_same_id(
         rabbit.pause()
         try:
             firsts = [post(key) for key in keys]
-            await until(lambda: stall.in_flight >= len(keys))  # every first publish waits
+            await poll_until(lambda: stall.in_flight >= len(keys))  # every first publish waits
             await asyncio.sleep(publish_timeout / 2)  # the client's own timeout, say
             retries = [post(key) for key in keys]
-            await until(lambda: stall.in_flight >= 2 * len(keys))  # published again
+            await poll_until(lambda: stall.in_flight >= 2 * len(keys))  # published again
             firsts_answered = await asyncio.gather(*firsts)
         finally:
             rabbit.resume()
@@ -157,7 +157,7 @@ async def test_a_retry_racing_a_stalled_publish_gets_the_same_id(
             tally.held[key] = r.json()["id"]
         await settle(http, tally)
         # Both copies of each request reach the worker, under the one id the client holds.
-        await until(lambda: sum(tally.executed.values()) >= 2 * len(keys), limit=30)
+        await poll_until(lambda: sum(tally.executed.values()) >= 2 * len(keys), limit=30)
     tally.report()
     assert tally.not_found == 0
     assert tally.lost == 0
@@ -201,10 +201,3 @@ async def test_a_lease_does_not_lapse_while_the_broker_is_paused(
         finish.set()
         job = (await http.get(f"{location}?wait=30")).json()
     assert job["status"] == "succeeded", job
-
-
-async def until(condition: Callable[[], bool], limit: float = 20) -> None:
-    """Poll in-process state (no event to await for it) until `condition()` holds."""
-    async with asyncio.timeout(limit):
-        while not condition():  # noqa: ASYNC110 - a count in the gateway, not an event
-            await asyncio.sleep(0.01)

@@ -40,6 +40,11 @@ class JobStore(ABC):
     """True when several gateway instances may use this store at once (then they tell
     each other about new events: see gateway/peers.py)."""
 
+    cancel_safe: bool = False
+    """True when cancelling a call returns at once (its work runs in a thread, or in
+    memory); False when a cancelled call may wait on the store to clean up (a network
+    driver), so a bounded caller must leave it behind instead (gateway/store/bounded.py)."""
+
     unavailable_errors: tuple[type[BaseException], ...] = (OSError, TimeoutError)
     """Exceptions that mean the store cannot serve now (down, restarting, locked), as
     opposed to a bug: they answer 503 with Retry-After (see gateway/store/bounded.py)."""

@@ -6,9 +6,10 @@ in time raises `StoreUnavailable` — 503 with Retry-After, which a client retri
 500. And a store that stalls (a paused database: every call in flight overdue) fails the
 calls after it at once, until a ping begun after the stall succeeds (gateway/stall.py).
 
-The call runs in a task of its own that is left behind on a timeout: a driver cancelled
-mid-query may wait on the dead server while it cleans up (asyncpg does, on a paused
-PostgreSQL), and the request must not wait with it.
+A store whose calls return at once when cancelled (SQLite's run in threads) is simply
+cancelled on time. Otherwise the call runs in a task of its own that is left behind on a
+timeout: a driver cancelled mid-query may wait on the dead server while it cleans up
+(asyncpg does, on a paused PostgreSQL), and the request must not wait with it.
 """
 
 from __future__ import annotations
@@ -66,27 +67,45 @@ class BoundedStore(JobStore):
         the store is stalled only a `probe` goes through (see _ping_while_stalled)."""
         if not probe and self.stall.check():
             raise StoreUnavailable("the job store is not answering; retry shortly")
-        task = asyncio.ensure_future(call())
         try:
             with self.stall.call():
-                done, _ = await asyncio.wait((task,), timeout=timeout or self.timeout)
-                if not done:
-                    self.stall.mark()
-                    self._abandon(task)
-                    raise StoreUnavailable("the job store did not answer in time; retry shortly")
-                result = task.result()
+                if self.store.cancel_safe:
+                    result = await self._within(call, timeout or self.timeout)
+                else:
+                    result = await self._left_behind_after(call, timeout or self.timeout)
         except self.store.unavailable_errors as exc:
             if not self._failing:
                 log.warning("job store unavailable: %s", exc or type(exc).__name__)
             self._failing = True
             raise StoreUnavailable("the job store cannot serve now; retry shortly") from exc
-        except asyncio.CancelledError:
-            task.cancel()
-            raise
         if self._failing:
             log.info("the job store answers again")
             self._failing = False
         return result
+
+    async def _within(self, call: Callable[[], Awaitable[T]], timeout: float) -> T:
+        """A call that returns at once when cancelled: cancel it on time."""
+        try:
+            async with asyncio.timeout(timeout):
+                return await call()
+        except TimeoutError:
+            self.stall.mark()
+            raise StoreUnavailable("the job store did not answer in time; retry shortly") from None
+
+    async def _left_behind_after(self, call: Callable[[], Awaitable[T]], timeout: float) -> T:
+        """A call whose clean-up may wait on the store: run it in a task of its own, and on
+        time leave that task behind."""
+        task = asyncio.ensure_future(call())
+        try:
+            done, _ = await asyncio.wait((task,), timeout=timeout)
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        if not done:
+            self.stall.mark()
+            self._abandon(task)
+            raise StoreUnavailable("the job store did not answer in time; retry shortly")
+        return task.result()
 
     def _abandon(self, task: asyncio.Future[T]) -> None:
         """Cancel a call that overran; its clean-up may wait for the store, so keep it

@@ -29,6 +29,8 @@ class _Entry:
 
 
 class MemoryStore(JobStore):
+    cancel_safe = True  # see JobStore.cancel_safe
+
     def __init__(self, max_jobs: int = 100_000) -> None:
         self.max_jobs = max_jobs
         self._entries: OrderedDict[str, _Entry] = OrderedDict()  # oldest first

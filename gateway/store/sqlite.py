@@ -91,6 +91,7 @@ def path_from_url(url: str) -> Path:
 
 
 class SQLiteStore(JobStore):
+    cancel_safe = True  # see JobStore.cancel_safe
     unavailable_errors = (OSError, TimeoutError, sqlite3.OperationalError)
     """"database is locked", "disk I/O error", a full disk: the file, not our SQL."""
 
