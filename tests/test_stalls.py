@@ -79,7 +79,7 @@ async def stall_under_keyed_load(
         f"not ready after {to_not_ready:.2f}s, ready again {to_ready:.2f}s after the end; "
         f"503s while stalled took at most {max(fast):.3f}s"
     )
-    assert max(fast) < STALL, fast  # fail fast: far below the 5 s confirm timeout
+    assert max(fast) < PUBLISH_TIMEOUT / 2, fast  # fail fast, not after the confirm timeout
     assert tally.not_found == 0
     assert tally.lost == 0
     assert tally.executed_unheld == 0, tally.executed

@@ -74,7 +74,10 @@ async def store_fault_under_keyed_load(
     assert tally.not_found == 0
     assert tally.lost == 0
     assert tally.executed_unheld == 0, tally.executed
-    assert slowest <= STORE_TIMEOUT + 1, tally.refusal_seconds
+    # Nothing hangs: a request in flight when the store stalled waits out the store
+    # timeout at most (the client's is longer), later ones are refused at once.
+    assert slowest < STORE_TIMEOUT + 1.5, tally.refusal_seconds
+    assert tally.timeouts == 0
     return tally
 
 
