@@ -22,8 +22,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -36,8 +35,6 @@ from aio_pika.abc import (
     AbstractIncomingMessage,
 )
 from aio_pika.exceptions import (
-    AMQPError,
-    ChannelInvalidStateError,
     ChannelPreconditionFailed,
     DeliveryError,
     PublishError,
@@ -45,6 +42,8 @@ from aio_pika.exceptions import (
 
 from gateway.contracts import Contract, ContractRegistry
 from gateway.errors import ServiceUnavailable
+from gateway.keyed_lock import KeyedLock
+from gateway.link import LINK_ERRORS, Link, TopologyRefused, blocked
 from gateway.stall import StallWatch
 from gateway.types import JSONObject
 
@@ -57,11 +56,7 @@ CANCEL_EXCHANGE = "gateway.cancel"
 STORE_MARKER_QUEUE = "gateway.store"
 PROBE_ROUTING_KEY = "gateway.probe"  # routes nowhere: RabbitMQ confirms and drops it
 MAX_MESSAGE_TTL_SECONDS = (2**32 - 1) / 1000
-CONNECT_TIMEOUT = 10.0
-CLOSE_TIMEOUT = 2.0
 PROBE_INTERVAL = 0.5
-# Errors that mean "the connection or channel is gone", not a bug of ours.
-LINK_ERRORS = (AMQPError, ChannelInvalidStateError, ConnectionError, OSError, TimeoutError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,11 +86,6 @@ class Attachment(Protocol):
         """Messages may have been missed while disconnected."""
 
 
-class TopologyRefused(Exception):
-    """RabbitMQ refused the topology this gateway needs (PRECONDITION_FAILED): another
-    store's gateways own this virtual host, or a queue exists with other arguments."""
-
-
 def queue_arguments(contract: Contract) -> JSONObject:
     settings = contract.settings
     args: JSONObject = {
@@ -106,116 +96,6 @@ def queue_arguments(contract: Contract) -> JSONObject:
     if settings.durability == "durable":
         args["x-queue-type"] = "quorum"
     return args
-
-
-class KeyedLock:
-    """One FIFO lock per key, dropped when nobody holds or waits for it."""
-
-    def __init__(self) -> None:
-        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
-
-    @asynccontextmanager
-    async def __call__(self, key: str) -> AsyncIterator[None]:
-        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
-        self._locks[key] = (lock, users + 1)
-        try:
-            async with lock:
-                yield
-        finally:
-            lock, users = self._locks[key]
-            if users == 1:
-                del self._locks[key]
-            else:
-                self._locks[key] = (lock, users - 1)
-
-
-def _blocked(connection: AbstractConnection | None) -> bool:
-    """Whether RabbitMQ sent connection.blocked (and not yet unblocked) on `connection`.
-    aiormq keeps that in a private event (it waits on it before writing); read it where
-    it is, and fall back to confirms alone if a future aiormq moves it."""
-    transport = getattr(connection, "transport", None)
-    unblocked = getattr(
-        getattr(transport, "connection", None), "_Connection__connection_unblocked", None
-    )
-    return isinstance(unblocked, asyncio.Event) and not unblocked.is_set()
-
-
-class Link:
-    """One AMQP connection kept up: connect (trying each address in turn), set it up, and
-    after a loss set everything up again on a new connection."""
-
-    def __init__(
-        self,
-        role: str,
-        urls: Sequence[str],
-        set_up: Callable[[AbstractConnection], Awaitable[None]],
-        reconnect_interval: float,
-        on_change: Callable[[], None],
-    ) -> None:
-        self.role = role
-        self.urls = list(urls)
-        self.set_up = set_up
-        self.reconnect_interval = reconnect_interval
-        self.on_change = on_change
-        self.connection: AbstractConnection | None = None
-        self.up = asyncio.Event()
-        self.up_since = 0.0
-        self.refused: str | None = None
-        """Why RabbitMQ refused the topology, while it does."""
-        self._address = 0
-
-    async def run(self) -> None:
-        while True:
-            url = self.urls[self._address]
-            try:
-                connection = await aio_pika.connect(
-                    url,
-                    timeout=CONNECT_TIMEOUT,
-                    client_properties={"connection_name": f"gateway {self.role}"},
-                )
-            except LINK_ERRORS as exc:
-                self._next_address(f"cannot connect ({exc})")
-                await asyncio.sleep(self.reconnect_interval)
-                continue
-            lost = asyncio.Event()
-            connection.close_callbacks.add(lambda *_, lost=lost: lost.set())
-            self.connection = connection
-            try:
-                await self.set_up(connection)
-                if self.refused is not None:
-                    log.info("RabbitMQ accepts this gateway's topology again")
-                self.refused = None
-                self.up_since = time.time()
-                self.up.set()
-                self.on_change()
-                await lost.wait()
-                log.warning("%s connection to RabbitMQ lost; reconnecting", self.role)
-            except TopologyRefused as exc:
-                if self.refused != str(exc):
-                    log.error("%s", exc)
-                self.refused = str(exc)
-            except LINK_ERRORS as exc:
-                log.warning("%s connection to RabbitMQ failed (%s); reconnecting", self.role, exc)
-            finally:
-                self.connection = None
-                self.up.clear()
-                self.on_change()
-                with contextlib.suppress(Exception):
-                    async with asyncio.timeout(CLOSE_TIMEOUT):
-                        await connection.close()
-            await asyncio.sleep(self.reconnect_interval)
-
-    def _next_address(self, why: str) -> None:
-        if len(self.urls) > 1:
-            self._address = (self._address + 1) % len(self.urls)
-            log.info(
-                "RabbitMQ %s; next attempt at address %d of %d",
-                why,
-                self._address + 1,
-                len(self.urls),
-            )
-        else:
-            log.warning("RabbitMQ %s; retrying", why)
 
 
 class Broker:
@@ -249,7 +129,7 @@ class Broker:
         self.consumer = Link(
             "consumer", urls, self._set_up_consumer, reconnect_interval, self._changed
         )
-        self.stall = StallWatch(stall_after, blocked=lambda: _blocked(self.publisher.connection))
+        self.stall = StallWatch(stall_after, blocked=lambda: blocked(self.publisher.connection))
         self._ready = asyncio.Event()
         self._channel: AbstractChannel | None = None  # confirmed publishes
         self._cancel_exchange: AbstractExchange | None = None
