@@ -26,6 +26,9 @@ class Settings:
     """A confirm from RabbitMQ, or an answer from the job store, outstanding this long
     means it has stalled: requests fail at once with 503 and /readyz says not ready, until
     it answers again."""
+    unconfirmed_seconds: float = 86_400.0
+    """A keyed job whose request RabbitMQ never confirmed, and that no retry of its
+    Idempotency-Key published, fails with `not_published` this long after it was made."""
     store_timeout_seconds: float = 5.0
     """The longest any call to the job store may take; then the request answers 503."""
     max_waiters: int = 10_000

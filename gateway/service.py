@@ -370,12 +370,26 @@ class GatewayService:
         A lease counts only while RabbitMQ is healthy: a worker cannot be heard while the
         broker is down, paused or blocking publishers, so after such a spell every running
         job's worker gets a whole lease again, from when RabbitMQ recovered, before it is
-        counted lost. A deadline is the client's own and counts regardless."""
+        counted lost. A deadline is the client's own and counts regardless.
+
+        A keyed job whose publish RabbitMQ never confirmed, and that no retry published,
+        fails `not_published` after `unconfirmed_seconds`: whoever comes back with the key
+        learns its fate (one that did reach RabbitMQ ran, under its id, long before)."""
         now = time.time() if now is None else now
-        for job_id, why in await self.store.overdue(now):
+        unconfirmed_before = now - self.settings.unconfirmed_seconds
+        for job_id, why in await self.store.overdue(now, unconfirmed_before=unconfirmed_before):
             if why == "deadline":
                 outcome = Outcome(
                     "expired", error_body("expired", "the job did not finish by its deadline")
+                )
+            elif why == "unconfirmed":
+                outcome = Outcome(
+                    "error",
+                    error_body(
+                        "not_published",
+                        "RabbitMQ never confirmed the request, and no retry of its "
+                        "Idempotency-Key published it",
+                    ),
                 )
             else:
                 if not await self._heard_for_a_lease(job_id, now):

@@ -201,3 +201,29 @@ async def test_a_lease_does_not_lapse_while_the_broker_is_paused(
         finish.set()
         job = (await http.get(f"{location}?wait=30")).json()
     assert job["status"] == "succeeded", job
+
+
+async def test_a_key_nobody_retries_ends_known_to_have_failed(rabbit, tmp_path) -> None:
+    """A keyed request whose publish was never confirmed, and that the client never
+    retried, is not left queued forever: after a grace it fails `not_published`, which is
+    what a client that comes back with the key then learns."""
+    settings, ops = make_settings(
+        tmp_path, rabbit.url, publish_timeout_seconds=1.0, stall_seconds=60
+    )
+    op = ops["math.add"]
+    async with serve_gateway(settings, ops) as gw, gw.client() as http:
+        rabbit.pause()
+        try:
+            r = await http.post(
+                f"/v1/ops/{op}", json={"a": 1, "b": 2}, headers={"Idempotency-Key": "once"}
+            )
+        finally:
+            rabbit.resume()
+        assert r.status_code == 503, r.text
+        await gw.service.sweep(now=time.time() + settings.unconfirmed_seconds + 1)
+        again = await http.post(
+            f"/v1/ops/{op}", json={"a": 1, "b": 2}, headers={"Idempotency-Key": "once"}
+        )
+    assert again.status_code == 200, again.text
+    assert again.json()["status"] == "failed"
+    assert again.json()["error"]["code"] == "not_published"

@@ -344,3 +344,18 @@ async def test_a_repeated_progress_adds_no_event(store) -> None:
     assert (await store.record(job.id, "progress", {"done": 1})).event is None
     assert (await store.record(job.id, "progress", {"done": 2})).event is not None
     assert [e.type for e in await store.events(job.id)] == ["queued", "progress", "progress"]
+
+
+async def test_keyed_jobs_never_published_are_overdue_after_a_grace(store: JobStore) -> None:
+    now = time.time()
+    unpublished, u1 = new_job("op", idempotency_key="k1")
+    published, p1 = new_job("op", idempotency_key="k2")
+    unkeyed, n1 = new_job("op")  # never marked: its id is given out only once confirmed
+    running, r1 = new_job("op", idempotency_key="k3")  # a worker answered: RabbitMQ had it
+    for job, first in ((unpublished, u1), (published, p1), (unkeyed, n1), (running, r1)):
+        await store.create(job, first, b"{}")
+    await store.mark_published(published.id)
+    await store.record(running.id, "started", None)
+    assert await store.overdue(now) == []  # not asked
+    assert await store.overdue(now, unconfirmed_before=now - 60) == []  # within the grace
+    assert await store.overdue(now, unconfirmed_before=now + 1) == [(unpublished.id, "unconfirmed")]

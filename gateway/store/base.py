@@ -15,8 +15,9 @@ from typing import Literal
 from gateway.jobs import Event, Job
 from gateway.types import JSON, EventType
 
-Overdue = Literal["deadline", "lease"]
-"""Why a sweep found a job overdue: past its deadline, or its worker's lease lapsed."""
+Overdue = Literal["deadline", "lease", "unconfirmed"]
+"""Why a sweep found a job overdue: past its deadline, its worker's lease lapsed, or a
+keyed job whose publish RabbitMQ never confirmed, and no retry of the key published."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,8 +93,11 @@ class JobStore(ABC):
         """Extend a running job's lease (a worker's heartbeat); False if not running."""
 
     @abstractmethod
-    async def overdue(self, now: float, limit: int = 500) -> list[tuple[str, Overdue]]:
-        """Unfinished jobs past their deadline, and running jobs past their lease."""
+    async def overdue(
+        self, now: float, limit: int = 500, *, unconfirmed_before: float | None = None
+    ) -> list[tuple[str, Overdue]]:
+        """Unfinished jobs past their deadline, running jobs past their lease, and (given
+        `unconfirmed_before`) keyed jobs created before it and never published."""
 
     @abstractmethod
     async def purge(self, op: str, finished_before: float, limit: int = 1000) -> int:

@@ -165,8 +165,12 @@ class BoundedStore(JobStore):
     async def touch(self, job_id: str, lease_until: float) -> bool:
         return await self._bounded(lambda: self.store.touch(job_id, lease_until))
 
-    async def overdue(self, now: float, limit: int = 500) -> list[tuple[str, Overdue]]:
-        return await self._bounded(lambda: self.store.overdue(now, limit))
+    async def overdue(
+        self, now: float, limit: int = 500, *, unconfirmed_before: float | None = None
+    ) -> list[tuple[str, Overdue]]:
+        return await self._bounded(
+            lambda: self.store.overdue(now, limit, unconfirmed_before=unconfirmed_before)
+        )
 
     async def purge(self, op: str, finished_before: float, limit: int = 1000) -> int:
         return await self._bounded(lambda: self.store.purge(op, finished_before, limit))

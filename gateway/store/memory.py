@@ -121,7 +121,9 @@ class MemoryStore(JobStore):
         entry.lease_until = lease_until
         return True
 
-    async def overdue(self, now: float, limit: int = 500) -> list[tuple[str, Overdue]]:
+    async def overdue(
+        self, now: float, limit: int = 500, *, unconfirmed_before: float | None = None
+    ) -> list[tuple[str, Overdue]]:
         found: list[tuple[str, Overdue]] = []
         for job_id, entry in self._entries.items():
             job = entry.job
@@ -129,6 +131,14 @@ class MemoryStore(JobStore):
                 continue
             if job.deadline_at is not None and job.deadline_at < now:
                 found.append((job_id, "deadline"))
+            elif (
+                unconfirmed_before is not None
+                and job.status == "queued"
+                and not entry.published
+                and job.idempotency_key is not None
+                and job.created_at < unconfirmed_before
+            ):
+                found.append((job_id, "unconfirmed"))
             elif (
                 job.status == "running"
                 and entry.lease_until is not None

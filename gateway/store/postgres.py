@@ -59,6 +59,8 @@ CREATE INDEX IF NOT EXISTS gateway_jobs_deadline ON gateway_jobs (deadline_at)
     WHERE deadline_at IS NOT NULL AND status IN ('queued', 'running');
 CREATE INDEX IF NOT EXISTS gateway_jobs_lease ON gateway_jobs (lease_until)
     WHERE lease_until IS NOT NULL AND status = 'running';
+CREATE INDEX IF NOT EXISTS gateway_jobs_unconfirmed ON gateway_jobs (created_at)
+    WHERE NOT published AND idempotency_key IS NOT NULL AND status = 'queued';
 CREATE INDEX IF NOT EXISTS gateway_jobs_finished ON gateway_jobs (op, updated_at)
     WHERE status IN ('succeeded', 'failed', 'cancelled', 'expired');
 CREATE TABLE IF NOT EXISTS gateway_meta (
@@ -343,13 +345,19 @@ class PostgresStore(JobStore):
         )
         return _rowcount(status) > 0
 
-    async def overdue(self, now: float, limit: int = 500) -> list[tuple[str, Overdue]]:
+    async def overdue(
+        self, now: float, limit: int = 500, *, unconfirmed_before: float | None = None
+    ) -> list[tuple[str, Overdue]]:
         rows = await self.pool.fetch(
             "SELECT id, 'deadline' FROM gateway_jobs WHERE deadline_at < $1 "
             "AND status IN ('queued', 'running') "
             "UNION ALL SELECT id, 'lease' FROM gateway_jobs WHERE lease_until < $1 "
-            "AND status = 'running' LIMIT $2",
+            "AND status = 'running' "
+            "UNION ALL SELECT id, 'unconfirmed' FROM gateway_jobs WHERE created_at < $2 "
+            "AND NOT published AND idempotency_key IS NOT NULL AND status = 'queued' "
+            "LIMIT $3",
             now,
+            float("-inf") if unconfirmed_before is None else unconfirmed_before,
             limit,
         )
         return [(r[0], r[1]) for r in rows]

@@ -59,8 +59,14 @@ class DurabilityRouter(JobStore):
     async def touch(self, job_id: str, lease_until: float) -> bool:
         return await self._of(job_id).touch(job_id, lease_until)
 
-    async def overdue(self, now: float, limit: int = 500) -> list[tuple[str, Overdue]]:
-        return [*await self.light.overdue(now, limit), *await self.durable.overdue(now, limit)]
+    async def overdue(
+        self, now: float, limit: int = 500, *, unconfirmed_before: float | None = None
+    ) -> list[tuple[str, Overdue]]:
+        before = unconfirmed_before
+        return [
+            *await self.light.overdue(now, limit, unconfirmed_before=before),
+            *await self.durable.overdue(now, limit, unconfirmed_before=before),
+        ]
 
     async def purge(self, op: str, finished_before: float, limit: int = 1000) -> int:
         store = self.light if op in self.light_ops else self.durable

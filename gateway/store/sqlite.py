@@ -51,6 +51,8 @@ CREATE INDEX IF NOT EXISTS jobs_deadline ON jobs (deadline_at)
     WHERE deadline_at IS NOT NULL AND status IN ('queued', 'running');
 CREATE INDEX IF NOT EXISTS jobs_lease ON jobs (lease_until)
     WHERE lease_until IS NOT NULL AND status = 'running';
+CREATE INDEX IF NOT EXISTS jobs_unconfirmed ON jobs (created_at)
+    WHERE published = 0 AND idempotency_key IS NOT NULL AND status = 'queued';
 CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (op, updated_at)
     WHERE status IN ('succeeded', 'failed', 'cancelled', 'expired');
 CREATE TABLE IF NOT EXISTS meta (
@@ -68,6 +70,7 @@ CREATE TABLE IF NOT EXISTS events (
 """
 
 JOB_COLUMNS = ", ".join(JOB_FIELDS)
+NEVER = float("-inf")  # a time no job was created before
 
 
 def _dump(value: JSON) -> bytes | None:
@@ -271,14 +274,19 @@ class SQLiteStore(JobStore):
 
         return await self._run(touch)
 
-    async def overdue(self, now: float, limit: int = 500) -> list[tuple[str, Overdue]]:
+    async def overdue(
+        self, now: float, limit: int = 500, *, unconfirmed_before: float | None = None
+    ) -> list[tuple[str, Overdue]]:
         def overdue(db: sqlite3.Connection) -> list[tuple[str, Overdue]]:
             rows = db.execute(
                 "SELECT id, 'deadline' FROM jobs WHERE deadline_at < ? "
                 "AND status IN ('queued', 'running') "
                 "UNION ALL SELECT id, 'lease' FROM jobs WHERE lease_until < ? "
-                "AND status = 'running' LIMIT ?",
-                (now, now, limit),
+                "AND status = 'running' "
+                "UNION ALL SELECT id, 'unconfirmed' FROM jobs WHERE created_at < ? "
+                "AND published = 0 AND idempotency_key IS NOT NULL AND status = 'queued' "
+                "LIMIT ?",
+                (now, now, NEVER if unconfirmed_before is None else unconfirmed_before, limit),
             ).fetchall()
             return [(r[0], r[1]) for r in rows]
 
