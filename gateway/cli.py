@@ -15,6 +15,8 @@ from gateway.auth import AuthSettings
 from gateway.config import DEFAULT_BROKER_URL, DEFAULT_STORE_URL, Settings
 from gateway.errors import ContractError
 
+QUIET_LIBRARIES = ("aiormq", "aio_pika", "asyncpg")
+
 AUTH_OPTIONS = (
     "api_keys_file",
     "jwt_secret",
@@ -225,6 +227,10 @@ def serve(host: str, port: int, log_level: str, forwarded_allow_ips: str, **sett
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    for library in QUIET_LIBRARIES:
+        # Their debug output dumps AMQP frames, request and answer bodies among them:
+        # never below info, whatever the gateway's own level (SECURITY.md, logs).
+        logging.getLogger(library).setLevel(max(logging.INFO, logging.getLogger().level))
     try:
         auth = AuthSettings(
             **{name: settings.pop(name) for name in AUTH_OPTIONS},

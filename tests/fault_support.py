@@ -211,7 +211,13 @@ class GatewayProcess:
     """`python -m gateway serve` as a real process, to be killed with SIGKILL."""
 
     def __init__(
-        self, port: int, broker_url: str, contracts: Path, store_url: str, log: Path
+        self,
+        port: int,
+        broker_url: str,
+        contracts: Path,
+        store_url: str,
+        log: Path,
+        log_level: str = "warning",
     ) -> None:
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
@@ -229,7 +235,7 @@ class GatewayProcess:
             "--store",
             store_url,
             "--log-level",
-            "warning",
+            log_level,
         ]
         self.log = log
         self.process: asyncio.subprocess.Process | None = None

@@ -12,13 +12,16 @@ from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
+import httpx
 import jwt
 import orjson
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from gateway.auth import AuthSettings
-from tests.support import make_settings, serve_gateway
+from gateway.worker import Worker
+from tests.fault_support import GatewayProcess
+from tests.support import free_port, make_settings, serve_gateway
 from tests.test_round_trip import adder
 
 HS_SECRET = "hs256-secret-" + "x" * 32
@@ -229,3 +232,32 @@ async def test_rate_and_waiter_limits_per_client(rabbit, tmp_path):
         statuses = [(await http.get(location)).status_code for _ in range(4)]
     assert statuses[:2] == [200, 200]  # requests 4 and 5 of 6 this minute
     assert statuses[-1] == 429  # the 7th and later
+
+
+async def test_no_body_in_the_debug_log(rabbit, tmp_path, run_worker):
+    """`gateway serve --log-level debug` logs a great deal, but no request or answer body
+    (the AMQP library's frame dumps held both)."""
+    settings, ops = make_settings(tmp_path, rabbit.url)
+    log = tmp_path / "gateway.log"
+    process = GatewayProcess(
+        free_port(), rabbit.url, settings.contracts_dir, settings.store_url, log, "debug"
+    )
+    marker_in, marker_out = "request-body-7f3a9c", "answer-body-51e8d2"
+    worker = Worker(rabbit.url)
+
+    @worker.operation(ops["echo"])
+    async def echo(request, job):
+        return {**request, "echo": marker_out}
+
+    await process.start()
+    try:
+        await run_worker(worker)
+        async with httpx.AsyncClient(base_url=process.url, timeout=30) as http:
+            r = await http.post(f"/v1/ops/{ops['echo']}?wait=10", json={"text": marker_in})
+            assert r.status_code == 200, r.text
+    finally:
+        await process.stop()
+    text = log.read_text()
+    assert "connected to RabbitMQ" in text  # the gateway did log
+    assert marker_in not in text
+    assert marker_out not in text
