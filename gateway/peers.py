@@ -67,6 +67,7 @@ class PeerNotices:
                         headers={"x-instance": self.instance},
                     ),
                     routing_key="",
+                    mandatory=False,  # no other instance (yet) is no error
                 )
         except Exception:
             log.warning("notice for job %s not sent to other instances", job.id, exc_info=True)

@@ -4,6 +4,8 @@ ports and data dirs; one Erlang cookie and one epmd, so the nodes find each othe
 from __future__ import annotations
 
 import secrets
+import signal
+import subprocess
 from pathlib import Path
 
 from tests.support import RabbitNode, free_port
@@ -37,5 +39,10 @@ class RabbitCluster:
             node.ctl("-q", "start_app")
 
     def stop(self) -> None:
-        for node in reversed(self.nodes):
-            node.stop()
+        """SIGKILL every node still running, and their epmd: the cluster's data is thrown
+        away, and stopping clustered nodes gracefully one by one can outlast a test's
+        timeout on a loaded machine."""
+        for node in self.nodes:
+            node.kill_if_running(signal.SIGKILL)
+        epmd_port = self.nodes[0].env["RABBITMQ_LOCAL_EPMD_PORT"]
+        subprocess.run(["epmd", "-port", epmd_port, "-kill"], capture_output=True, check=False)

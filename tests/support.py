@@ -100,6 +100,17 @@ class RabbitNode:
     def pid(self) -> int:
         return int((self.directory / "rabbitmq.pid").read_text().strip())
 
+    def kill_if_running(self, sig: int) -> None:
+        """Send `sig` to the node if it runs (its pid file may outlive it: check the
+        process is this node's Erlang VM before signalling it)."""
+        try:
+            pid = self.pid
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError):
+            return
+        if str(self.directory).encode() in cmdline:
+            os.kill(pid, sig)
+
     def pause(self) -> None:
         """SIGSTOP the node: connections stay open, nothing is answered."""
         os.kill(self.pid, signal.SIGSTOP)
