@@ -123,12 +123,18 @@ class PostgresServer:
         self.start_server()
 
     def processes(self) -> list[int]:
-        """The postmaster and its children."""
+        """The postmaster and its children (read from /proc: no procps needed)."""
         main = int((self.data / "postmaster.pid").read_text().split()[0])
-        children = subprocess.run(
-            ["pgrep", "-P", str(main)], capture_output=True, text=True, check=False
-        ).stdout.split()
-        return [main, *(int(pid) for pid in children)]
+        children = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                # "pid (comm) state ppid ...": comm may hold spaces, so split after ")".
+                ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue  # gone meanwhile
+            if ppid == main:
+                children.append(int(stat.parent.name))
+        return [main, *children]
 
     def pause(self) -> None:
         """SIGSTOP every server process: connections stay open, nothing is answered."""
