@@ -86,6 +86,43 @@ def main() -> None:
     help="Largest request body, bytes.",
 )
 @click.option(
+    "--max-header-size",
+    "max_header_bytes",
+    envvar="GATEWAY_MAX_HEADER_SIZE",
+    default=32 * 1024,
+    type=click.IntRange(min=1024),
+    show_envvar=True,
+    help="Largest request headers (request line included), bytes; larger get 431.",
+)
+@click.option(
+    "--header-timeout",
+    "header_timeout_seconds",
+    envvar="GATEWAY_HEADER_TIMEOUT",
+    default=10.0,
+    type=click.FloatRange(min=0.1),
+    show_envvar=True,
+    help="Seconds a connection has to send a request's headers (from opening, or from the "
+    "request's first byte); then 408 and closed.",
+)
+@click.option(
+    "--body-timeout",
+    "body_timeout_seconds",
+    envvar="GATEWAY_BODY_TIMEOUT",
+    default=30.0,
+    type=click.FloatRange(min=0.1),
+    show_envvar=True,
+    help="Seconds a request's body has to arrive, after its headers; then 408 and closed.",
+)
+@click.option(
+    "--keep-alive",
+    "keep_alive_seconds",
+    envvar="GATEWAY_KEEP_ALIVE",
+    default=5.0,
+    type=click.FloatRange(min=1),
+    show_envvar=True,
+    help="Seconds an idle kept-alive connection stays open.",
+)
+@click.option(
     "--max-wait",
     "max_wait_seconds",
     envvar="GATEWAY_MAX_WAIT",
@@ -223,6 +260,7 @@ def serve(host: str, port: int, log_level: str, forwarded_allow_ips: str, **sett
     import uvicorn
 
     from gateway.app import create_app
+    from gateway.server import uvicorn_config
 
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -238,20 +276,27 @@ def serve(host: str, port: int, log_level: str, forwarded_allow_ips: str, **sett
         settings["cors_origins"] = tuple(
             origin for value in settings["cors_origins"] for origin in value.split()
         )
-        app = create_app(Settings(auth=auth, **settings))
+        gateway_settings = Settings(auth=auth, **settings)
+        app = create_app(gateway_settings)
     except (ContractError, ValueError) as exc:
         click.echo(f"gateway: {exc}", err=True)
         sys.exit(2)
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        log_level=log_level,
-        access_log=False,  # an access log would record job tokens in query strings
-        proxy_headers=True,
-        forwarded_allow_ips=forwarded_allow_ips,
-        timeout_graceful_shutdown=5,
+    server = uvicorn.Server(
+        uvicorn_config(
+            app,
+            gateway_settings,
+            host=host,
+            port=port,
+            log_level=log_level,
+            access_log=False,  # an access log would record job tokens in query strings
+            proxy_headers=True,
+            forwarded_allow_ips=forwarded_allow_ips,
+            timeout_graceful_shutdown=5,
+        )
     )
+    server.run()
+    if not server.started:
+        sys.exit(3)  # could not listen (the address in use, say): uvicorn said why
 
 
 @main.command()

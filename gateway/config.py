@@ -18,6 +18,15 @@ class Settings:
     store_url: str = DEFAULT_STORE_URL
     max_body_bytes: int = 1024 * 1024
     """Requests with a larger body are refused with 413."""
+    max_header_bytes: int = 32 * 1024
+    """Requests with larger headers (request line included) are refused with 431."""
+    header_timeout_seconds: float = 10.0
+    """A request's headers must arrive within this of the connection opening (or of the
+    request's first byte): else 408 and closed, so slow clients cannot hold connections."""
+    body_timeout_seconds: float = 30.0
+    """A request's body must arrive within this of its headers: else 408 and closed."""
+    keep_alive_seconds: float = 5.0
+    """An idle kept-alive connection is closed after this."""
     max_wait_seconds: float = 60.0
     """`?wait=N` and `Prefer: wait=N` are capped at this, so no request is held forever."""
     publish_timeout_seconds: float = 5.0

@@ -81,6 +81,18 @@ class PayloadTooLarge(GatewayError):
     code = "payload_too_large"
 
 
+class RequestTimeout(GatewayError):
+    """The request's headers or body did not arrive in time (gateway/server.py)."""
+
+    status_code = 408
+    code = "request_timeout"
+
+
+class HeadersTooLarge(GatewayError):
+    status_code = 431
+    code = "headers_too_large"
+
+
 class UnsupportedMediaType(GatewayError):
     status_code = 415
     code = "unsupported_media_type"

@@ -14,7 +14,7 @@ import sys
 import textwrap
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -218,6 +218,7 @@ class GatewayProcess:
         store_url: str,
         log: Path,
         log_level: str = "warning",
+        options: Sequence[str] = (),
     ) -> None:
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
@@ -236,6 +237,7 @@ class GatewayProcess:
             store_url,
             "--log-level",
             log_level,
+            *options,
         ]
         self.log = log
         self.process: asyncio.subprocess.Process | None = None

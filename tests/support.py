@@ -23,6 +23,7 @@ import uvicorn
 from gateway.app import create_app
 from gateway.broker import STORE_MARKER_QUEUE
 from gateway.config import Settings
+from gateway.server import uvicorn_config
 from gateway.service import GatewayService
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -182,7 +183,7 @@ async def serve_gateway(
     sock.bind(("127.0.0.1", 0))
     sock.listen(1024)
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    server = uvicorn.Server(uvicorn_config(app, settings, log_level="warning", lifespan="on"))
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
         if wait_for_broker:
