@@ -145,7 +145,7 @@ class AsyncClient:
             )
             self._validators[op] = validator
         if not validator.is_valid(body):
-            details = validation_details(list(validator.iter_errors(body)))
+            details = validation_details(validator.iter_errors(body))
             raise GatewayError(
                 422,
                 "invalid_request",

@@ -2,26 +2,54 @@
 
 Each file is a draft-07 JSON Schema whose `definitions` hold `request` (required),
 `result` (required) and `progress` (optional); gateway settings live under `x-gateway`.
+
+A contract may `$ref` shared definition files of the same folder (files or folders whose
+name starts with `_`, e.g. `_shared/common.json`; they are not operations). Every `$ref`
+is resolved at load time from the folder's own files and nothing else, and the shared
+parts a contract uses are copied into its `definitions`: validating never fetches
+anything, and the document served to clients is self-contained.
+
+Checking a body is bounded work (at most `MAX_ERRORS_EXAMINED` errors are looked at), and
+a large body is checked off the event loop, in one dedicated thread.
 """
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import orjson
 from jsonschema import Draft7Validator
 from jsonschema.exceptions import SchemaError, ValidationError, best_match, relevance
+from jsonschema_specifications import REGISTRY as SPECIFICATIONS  # type: ignore[import-untyped]
+from referencing import Registry, Resource
+from referencing.exceptions import PointerToNowhere, Unresolvable
+from referencing.jsonschema import DRAFT7
 
 from gateway.errors import ContractError, InvalidRequest
 from gateway.types import JSON, JSONObject
 
+if TYPE_CHECKING:
+    from referencing._core import Resolver  # not re-exported by `referencing`
+
 DRAFT_07 = "http://json-schema.org/draft-07/schema#"
 OP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 MAX_DETAILS = 20
+MAX_ERRORS_EXAMINED = 100
+"""Errors looked at per check: a body of 240k wrong items must not cost 240k errors."""
+INLINE_CHECK_BYTES = 64 * 1024
+"""Bodies up to this size (JSON bytes) are checked inline; larger ones in the thread."""
+
+# One thread for large checks: several large bodies queue behind each other instead of
+# multiplying GIL contention with the event loop.
+_checker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gateway-contract-check")
+_T = TypeVar("_T")
 
 Durability = Literal["durable", "light"]
 
@@ -76,8 +104,11 @@ def json_pointer(path: Iterator[Any] | Any) -> str:
     return "".join("/" + p for p in parts)
 
 
-def validation_details(errors: list[ValidationError]) -> list[JSONObject]:
-    """Most relevant error first (jsonschema's best_match), then the rest by relevance."""
+def validation_details(errors: Iterable[ValidationError]) -> list[JSONObject]:
+    """Most relevant error first (jsonschema's best_match), then the rest by relevance,
+    among the first `MAX_ERRORS_EXAMINED` errors only (taken lazily: the rest are never
+    computed)."""
+    errors = list(itertools.islice(errors, MAX_ERRORS_EXAMINED))
     if not errors:
         return []
     best = best_match(errors)
@@ -101,7 +132,7 @@ class Contract:
     def validate_request(self, body: JSON) -> None:
         if self.request.is_valid(body):
             return
-        details = validation_details(list(self.request.iter_errors(body)))
+        details = validation_details(self.request.iter_errors(body))
         raise InvalidRequest(
             f"request does not match the contract of {self.op}: {details[0]['message']}",
             details=details,
@@ -110,33 +141,239 @@ class Contract:
     def result_errors(self, result: JSON) -> list[JSONObject]:
         if self.result.is_valid(result):
             return []
-        return validation_details(list(self.result.iter_errors(result)))
+        return validation_details(self.result.iter_errors(result))
 
     def progress_errors(self, progress: JSON) -> list[JSONObject]:
         if self.progress is None or self.progress.is_valid(progress):
             return []
-        return validation_details(list(self.progress.iter_errors(progress)))
+        return validation_details(self.progress.iter_errors(progress))
+
+    # The same checks for the event loop: `size` is the body's JSON size in bytes.
+
+    async def check_request(self, body: JSON, size: int) -> None:
+        """`validate_request`, off the event loop if the body is large."""
+        await _checked(lambda: self.validate_request(body), size)
+
+    async def check_result(self, result: JSON, size: int) -> list[JSONObject]:
+        """`result_errors`, off the event loop if the result is large."""
+        return await _checked(lambda: self.result_errors(result), size)
+
+    async def check_progress(self, progress: JSON, size: int) -> list[JSONObject]:
+        """`progress_errors`, off the event loop if the progress body is large."""
+        return await _checked(lambda: self.progress_errors(progress), size)
 
 
-def _validator_for(document: JSONObject, definition: str) -> Draft7Validator:
+async def _checked(check: Callable[[], _T], size: int) -> _T:
+    """Run `check` inline for a small body (the hot path: no thread hop), else in the
+    checking thread so the event loop keeps serving everyone else."""
+    if size <= INLINE_CHECK_BYTES:
+        return check()
+    return await asyncio.get_running_loop().run_in_executor(_checker, check)
+
+
+def _validator_for(document: JSONObject, definition: str, registry: Registry) -> Draft7Validator:
     # A root that refers to one definition resolves the document's inner
     # `#/definitions/...` references exactly as clients' validators do.
     root: JSONObject = {
         "$ref": f"#/definitions/{definition}",
         "definitions": document["definitions"],
     }
-    return Draft7Validator(root)
+    return Draft7Validator(root, registry=registry)
 
 
-def load_contract(path: Path) -> Contract:
+# -- references: the contract folder is the only source --------------------------------
+
+
+def is_shared_file(relative: Path) -> bool:
+    """Whether a file (path relative to the contracts folder) holds shared definitions
+    rather than an operation: its name, or a folder on its way, starts with `_`."""
+    return any(part.startswith("_") for part in relative.parts)
+
+
+class RefusedReference(LookupError):
+    """A `$ref` to something outside the contracts folder (never fetched)."""
+
+
+def _refuse(uri: str) -> Resource[Any]:
+    # The registry's fallback for URIs none of the folder's files has: nothing is
+    # fetched, from the network or elsewhere.
+    raise RefusedReference(uri)
+
+
+# Draft-07 keywords whose values are subschemas: a single one, a list, or a map of them.
+_ONE_SCHEMA = frozenset(
+    {"additionalItems", "additionalProperties", "contains", "propertyNames", "if", "then"}
+    | {"else", "not", "items"}
+)
+_SCHEMA_LIST = frozenset({"allOf", "anyOf", "oneOf", "items"})
+_SCHEMA_MAP = frozenset({"properties", "patternProperties", "definitions", "dependencies"})
+
+
+class ContractFolder:
+    """Every `*.json` under the contracts folder, parsed once, as one `referencing`
+    registry: addressable by path relative to the file that refers to them, and by `$id`
+    if they declare one. Nothing else resolves."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.documents: dict[Path, JSON] = {}
+        self.locations: dict[int, tuple[Path, str]] = {}
+        """id() of every object in the shared documents -> (file, JSON pointer), to name
+        the definitions copied into a contract."""
+        registry: Registry = Registry(retrieve=_refuse)  # type: ignore[call-arg]
+        for path in sorted(directory.rglob("*.json")):
+            where = str(path)
+            try:
+                document = orjson.loads(path.read_bytes())
+            except orjson.JSONDecodeError as exc:
+                raise ContractError(f"{where}: not valid JSON: {exc}") from exc
+            relative = path.relative_to(directory)
+            if is_shared_file(relative):
+                _check_shared(where, document)
+            self.documents[path] = document
+            if not isinstance(document, dict):
+                continue  # no schema: a contract says so when loaded
+            self._locate(document, relative, "")
+            registry = registry.with_resource(self.uri(path), DRAFT7.create_resource(document))
+        self.registry: Registry = registry.crawl()
+
+    def uri(self, path: Path) -> str:
+        return path.resolve().as_uri()
+
+    def _locate(self, node: JSON, relative: Path, pointer: str) -> None:
+        if isinstance(node, dict):
+            self.locations[id(node)] = (relative, pointer)
+            for key, value in node.items():
+                self._locate(value, relative, f"{pointer}/{json_pointer([key])[1:]}")
+        elif isinstance(node, list):
+            for index, value in enumerate(node):
+                self._locate(value, relative, f"{pointer}/{index}")
+
+    def bundle(self, path: Path, definitions: JSONObject) -> JSONObject:
+        """The contract's `definitions` with every `$ref` checked, and what it refers to
+        in other files copied in (under `_`-names): self-contained, as clients fetch it.
+        Raises `ContractError` naming the file and the reference that does not resolve."""
+        uri = self.uri(path)
+        # The contract resolves `#...` against its definitions, as its validators do.
+        view = DRAFT7.create_resource({"definitions": definitions})
+        registry = SPECIFICATIONS.combine(self.registry.with_resource(uri, view))
+        return _Bundler(self, str(path), set(definitions)).bundle(
+            definitions, registry.resolver(base_uri=uri)
+        )
+
+
+def _check_shared(where: str, document: JSON) -> None:
+    if not isinstance(document, dict):
+        raise ContractError(f"{where}: a shared definitions file is a JSON object")
+    declared = document.get("$schema", DRAFT_07)
+    if not isinstance(declared, str) or declared.rstrip("#") != DRAFT_07.rstrip("#"):
+        raise ContractError(f"{where}: shared definitions are draft-07 JSON Schema")
+    try:
+        Draft7Validator.check_schema(document)
+    except SchemaError as exc:
+        raise ContractError(
+            f"{where}: invalid JSON Schema at {json_pointer(exc.path)}: {exc.message}"
+        ) from exc
+
+
+class _Bundler:
+    """One contract's walk over its references (see `ContractFolder.bundle`)."""
+
+    def __init__(self, folder: ContractFolder, where: str, taken: set[str]) -> None:
+        self.folder = folder
+        self.where = where
+        self.taken = taken
+        self.names: dict[object, str] = {}
+        self.copied: JSONObject = {}
+
+    def bundle(self, definitions: JSONObject, resolver: Resolver[Any]) -> JSONObject:
+        own = {name: self._schema(s, resolver, None) for name, s in definitions.items()}
+        if not self.copied:
+            return definitions  # nothing from other files: served exactly as written
+        return {**own, **self.copied}
+
+    def _schema(self, node: JSON, resolver: Resolver[Any], copying: Path | None) -> JSON:
+        """`node` with its references checked and rewritten; `copying`: the other file
+        it is copied from (None: the contract's own)."""
+        if not isinstance(node, dict):
+            return node
+        if DRAFT7.id_of(node) is not None:
+            resolver = resolver.in_subresource(DRAFT7.create_resource(node))
+        out: JSONObject = {}
+        for key, value in node.items():
+            if copying is not None and key in ("$id", "$schema"):
+                continue  # a copy lives in the contract's document, with its base
+            if key == "$ref" and isinstance(value, str):
+                out[key] = self._ref(value, resolver, copying)
+            elif key in _SCHEMA_LIST and isinstance(value, list):
+                out[key] = [self._schema(v, resolver, copying) for v in value]
+            elif key in _ONE_SCHEMA:
+                out[key] = self._schema(value, resolver, copying)
+            elif key in _SCHEMA_MAP and isinstance(value, dict):
+                out[key] = {k: self._schema(v, resolver, copying) for k, v in value.items()}
+            else:
+                out[key] = value
+        return out
+
+    def _ref(self, ref: str, resolver: Resolver[Any], copying: Path | None) -> str:
+        try:
+            resolved = resolver.lookup(ref)
+        except Unresolvable as exc:
+            inside = f" (in {copying})" if copying is not None else ""
+            raise ContractError(
+                f"{self.where}: $ref {ref!r}{inside} does not resolve: {self._why(exc)}"
+            ) from None
+        target = resolved.contents
+        if copying is None and ref.startswith("#"):
+            return ref  # the contract's own definitions: resolved the same way when served
+        key: object = ("boolean", target) if isinstance(target, bool) else id(target)
+        name = self.names.get(key)
+        if name is not None:
+            return f"#/definitions/{name}"
+        location = self.folder.locations.get(id(target))
+        if location is None and not isinstance(target, bool):
+            return ref  # a metaschema jsonschema (and every client) has built in
+        name = self._new_name(location)
+        self.names[key] = name
+        self.copied[name] = {}  # taken before the walk: a recursive schema ends here
+        source = location[0] if location is not None else Path()
+        self.copied[name] = self._schema(target, resolved.resolver, source)
+        return f"#/definitions/{name}"
+
+    def _new_name(self, location: tuple[Path, str] | None) -> str:
+        if location is None:
+            stem = "_boolean"
+        else:
+            relative, pointer = location
+            raw = f"{relative.with_suffix('').as_posix()}{pointer}"
+            stem = "_" + re.sub(r"[^A-Za-z0-9_-]+", ".", raw).strip("._")
+        name, n = stem, 1
+        while name in self.taken:
+            n += 1
+            name = f"{stem}.{n}"
+        self.taken.add(name)
+        return name
+
+    def _why(self, exc: Unresolvable) -> str:
+        if isinstance(exc, PointerToNowhere):
+            return "no such location in the document it names"
+        # `lookup` wraps the registry's failure, which holds the absolute URI.
+        uri = str(getattr(exc.__cause__, "ref", ""))
+        if uri.startswith(self.folder.uri(self.folder.directory) + "/"):
+            return "no such file in the contracts folder"
+        return "only files of the contracts folder can be referenced (nothing is fetched)"
+
+
+def load_contract(path: Path, folder: ContractFolder | None = None) -> Contract:
+    """One operation's contract; `folder` holds the files its `$ref`s may name (by
+    default the contract's own folder)."""
     op = path.name.removesuffix(".json")
     where = str(path)
     if not OP_NAME.match(op) or op.startswith("amq."):
         raise ContractError(f"{where}: {op!r} is not a valid operation name")
-    try:
-        document = orjson.loads(path.read_bytes())
-    except orjson.JSONDecodeError as exc:
-        raise ContractError(f"{where}: not valid JSON: {exc}") from exc
+    if folder is None:
+        folder = ContractFolder(path.parent)
+    document = folder.documents[path]
     if not isinstance(document, dict):
         raise ContractError(f"{where}: a contract is a JSON object")
     declared = document.get("$schema", DRAFT_07)
@@ -161,15 +398,23 @@ def load_contract(path: Path) -> Contract:
             f"{where}: x-gateway{json_pointer(settings_error.absolute_path)}: "
             f"{settings_error.message}"
         )
+    bundled = folder.bundle(path, definitions)
+    if bundled is not definitions:
+        document = {**document, "definitions": bundled}
+    registry = folder.registry
     try:
         return Contract(
             op=op,
             path=path,
             document=document,
             settings=OperationSettings.from_json(raw_settings),
-            request=_validator_for(document, "request"),
-            result=_validator_for(document, "result"),
-            progress=_validator_for(document, "progress") if "progress" in definitions else None,
+            request=_validator_for(document, "request", registry),
+            result=_validator_for(document, "result", registry),
+            progress=(
+                _validator_for(document, "progress", registry)
+                if "progress" in definitions
+                else None
+            ),
         )
     except Exception as exc:  # e.g. an unresolvable $ref found while compiling
         raise ContractError(f"{where}: {exc}") from exc
@@ -186,7 +431,10 @@ class ContractRegistry(Mapping[str, Contract]):
         directory = Path(directory)
         if not directory.is_dir():
             raise ContractError(f"{directory}: contracts directory not found")
-        contracts = [load_contract(p) for p in sorted(directory.glob("*.json"))]
+        folder = ContractFolder(directory)
+        # Top-level `<op>.json` files are operations; `_`-named ones hold shared parts.
+        ops = sorted(p for p in directory.glob("*.json") if not is_shared_file(Path(p.name)))
+        contracts = [load_contract(p, folder) for p in ops]
         if not contracts:
             raise ContractError(f"{directory}: no contracts (<op>.json files) found")
         return cls(contracts)

@@ -526,3 +526,34 @@ async def readyz_until(
             except httpx.TransportError:
                 pass
             await asyncio.sleep(0.05)
+
+
+# -- attacks: how the gateway holds up while one runs ---------------------------------------
+
+
+@dataclass
+class ReadyzProbe:
+    """`/readyz`, asked over and over until stopped: the latency of each answer."""
+
+    http: httpx.AsyncClient
+    latencies: list[float] = field(default_factory=list)
+    statuses: list[int] = field(default_factory=list)
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def run(self) -> None:
+        while not self.stop.is_set():
+            started = time.monotonic()
+            r = await self.http.get("/readyz", timeout=60)
+            self.latencies.append(time.monotonic() - started)
+            self.statuses.append(r.status_code)
+            await asyncio.sleep(0.01)  # pacing, not waiting: a probe every 10 ms or so
+
+
+def rss_kib(pid: int) -> dict[str, int]:
+    """VmRSS (now) and VmHWM (peak) of a process, in KiB (/proc: no procps needed)."""
+    figures = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, value = line.partition(":")
+        if name in ("VmRSS", "VmHWM"):
+            figures[name] = int(value.split()[0])
+    return figures

@@ -12,13 +12,13 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator
-from pathlib import Path
+from contextlib import asynccontextmanager
 
 import httpx
 import orjson
 import pytest
 
-from tests.fault_support import GatewayProcess
+from tests.fault_support import GatewayProcess, ReadyzProbe, poll_until, rss_kib
 from tests.support import RabbitNode, contracts_for_test, free_port
 
 HEADER_TIMEOUT = 1.0
@@ -59,51 +59,31 @@ async def gateway(
 
 
 def rss_mb(gateway: GatewayProcess) -> float:
-    """The gateway process's resident memory (from /proc: no procps on a fresh machine)."""
     assert gateway.process is not None
-    status = Path(f"/proc/{gateway.process.pid}/status").read_text()
-    kilobytes = next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS"))
-    return int(kilobytes) / 1024
+    return rss_kib(gateway.process.pid)["VmRSS"] / 1024
 
 
-class ReadyzLatency:
-    """Probes `/readyz` back to back while an attack runs; the slowest answer is the
-    figure (a stalled event loop shows as a slow or failed probe)."""
+@asynccontextmanager
+async def readyz_probed(gateway: GatewayProcess) -> AsyncIterator[ReadyzProbe]:
+    """`/readyz` probed back to back while the block (an attack) runs: a stalled event
+    loop shows as a slow or failed probe."""
+    async with httpx.AsyncClient(base_url=gateway.url) as http:
+        probe = ReadyzProbe(http)
+        probing = asyncio.create_task(probe.run())
+        await poll_until(lambda: len(probe.latencies) >= 1)  # probing before it begins
+        probe.latencies.clear()
+        try:
+            yield probe
+        finally:
+            probed = len(probe.latencies)
+            await poll_until(lambda: len(probe.latencies) > probed)  # and as it ends
+            probe.stop.set()
+            await probing
 
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.slowest = 0.0
-        self.probes = 0
-        self.failures: list[str] = []
-        self._task: asyncio.Task[None] | None = None
 
-    async def __aenter__(self) -> ReadyzLatency:
-        self._task = asyncio.create_task(self._probe())
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._task is not None
-        self._task.cancel()
-        await asyncio.gather(self._task, return_exceptions=True)
-
-    async def _probe(self) -> None:
-        async with httpx.AsyncClient(base_url=self.url, timeout=10) as http:
-            while True:
-                started = time.monotonic()
-                try:
-                    response = await http.get("/readyz")
-                    if response.status_code != 200:
-                        self.failures.append(f"{response.status_code} {response.text}")
-                except httpx.TransportError as exc:
-                    self.failures.append(repr(exc))
-                self.slowest = max(self.slowest, time.monotonic() - started)
-                self.probes += 1
-                await asyncio.sleep(0.02)
-
-    def check(self, bound: float = 0.5) -> None:
-        assert self.probes > 0
-        assert not self.failures, self.failures[:3]
-        assert self.slowest < bound, f"/readyz took {self.slowest:.3f}s during the attack"
+def check(probe: ReadyzProbe, bound: float = 0.5) -> None:
+    assert set(probe.statuses) == {200}, probe.statuses
+    assert max(probe.latencies) < bound, f"/readyz took {max(probe.latencies):.3f}s"
 
 
 async def exchange(port: int, data: bytes, read_within: float = 10) -> bytes:
@@ -138,7 +118,7 @@ async def test_oversized_headers_get_431_and_cost_no_memory(gateway: GatewayProc
     before = rss_mb(gateway)
     huge = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (16 * MiB) + b"\r\n\r\n"
     many = b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + b"X-Many: aaaaaaaaaaaaaaaa\r\n" * 4000
-    async with ReadyzLatency(gateway.url) as readyz:
+    async with readyz_probed(gateway) as readyz:
         answers = await asyncio.gather(
             *(exchange(port, huge) for _ in range(4)), exchange(port, many + b"\r\n")
         )
@@ -154,9 +134,9 @@ async def test_oversized_headers_get_431_and_cost_no_memory(gateway: GatewayProc
     assert fine.startswith(b"HTTP/1.1 200"), fine[:100]
     print(
         f"\n4 x 16 MiB + 4,000 headers: 431 each; RSS {before:.0f} -> {peak:.0f} MB; "
-        f"/readyz at worst {readyz.slowest * 1000:.0f} ms"
+        f"/readyz at worst {max(readyz.latencies) * 1000:.0f} ms"
     )
-    readyz.check()
+    check(readyz)
     assert peak - before < 40, f"RSS grew from {before:.0f} to {peak:.0f} MB"
 
 
@@ -180,7 +160,7 @@ async def test_slowloris_connections_are_answered_408_and_closed(
             writer.close()
 
     before = rss_mb(gateway)
-    async with ReadyzLatency(gateway.url) as readyz, asyncio.timeout(HEADER_TIMEOUT + 15):
+    async with readyz_probed(gateway) as readyz, asyncio.timeout(HEADER_TIMEOUT + 15):
         results = await asyncio.gather(*(trickle() for _ in range(count)))
     slowest = max(seconds for _, seconds in results)
     for answer, _ in results:
@@ -188,9 +168,9 @@ async def test_slowloris_connections_are_answered_408_and_closed(
     print(
         f"\n{count} slowloris connections: all 408 and closed, the last after "
         f"{slowest:.2f}s (bound {HEADER_TIMEOUT}s); RSS {before:.0f} -> "
-        f"{rss_mb(gateway):.0f} MB; /readyz at worst {readyz.slowest * 1000:.0f} ms"
+        f"{rss_mb(gateway):.0f} MB; /readyz at worst {max(readyz.latencies) * 1000:.0f} ms"
     )
-    readyz.check()
+    check(readyz)
     assert slowest < HEADER_TIMEOUT + 3
 
 
@@ -199,7 +179,7 @@ async def test_idle_connections_are_closed(gateway: GatewayProcess) -> None:
     count = 1000
     opened = time.monotonic()
     streams = [await asyncio.open_connection("127.0.0.1", gateway.port) for _ in range(count)]
-    async with ReadyzLatency(gateway.url) as readyz, asyncio.timeout(HEADER_TIMEOUT + 15):
+    async with readyz_probed(gateway) as readyz, asyncio.timeout(HEADER_TIMEOUT + 15):
         # Closed without a word: an idle connection may be a browser's spare.
         assert set(await asyncio.gather(*(r.read() for r, _ in streams))) == {b""}
     closed_after = time.monotonic() - opened
@@ -216,9 +196,9 @@ async def test_idle_connections_are_closed(gateway: GatewayProcess) -> None:
     assert rest.startswith(b"HTTP/1.1 200")
     print(
         f"\n{count} idle connections closed within {closed_after:.2f}s; a kept-alive "
-        f"one after {kept_alive:.2f}s; /readyz at worst {readyz.slowest * 1000:.0f} ms"
+        f"one after {kept_alive:.2f}s; /readyz at worst {max(readyz.latencies) * 1000:.0f} ms"
     )
-    readyz.check()
+    check(readyz)
     assert closed_after < HEADER_TIMEOUT + 5
     assert kept_alive < KEEP_ALIVE + 3
 

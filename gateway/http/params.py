@@ -26,6 +26,13 @@ def is_json_media_type(content_type: str | None) -> bool:
 
 async def read_json_body(request: Request, limit: int) -> JSON:
     """The body as JSON: 415 if not declared JSON, 413 over `limit` bytes, 400 if malformed."""
+    body, _ = await read_sized_json_body(request, limit)
+    return body
+
+
+async def read_sized_json_body(request: Request, limit: int) -> tuple[JSON, int]:
+    """`read_json_body`, and the body's size in bytes (large bodies are checked against
+    their contract off the event loop)."""
     if not is_json_media_type(request.headers.get("content-type")):
         raise UnsupportedMediaType(
             "send the body as JSON with Content-Type: application/json "
@@ -42,7 +49,7 @@ async def read_json_body(request: Request, limit: int) -> JSON:
             raise PayloadTooLarge(f"the body is larger than the limit of {limit} bytes")
         chunks.append(chunk)
     try:
-        return orjson.loads(b"".join(chunks))
+        return orjson.loads(b"".join(chunks)), size
     except orjson.JSONDecodeError as exc:
         raise BadRequest(f"the body is not valid JSON: {exc}", code="malformed_json") from None
 
