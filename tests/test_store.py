@@ -5,16 +5,25 @@ retention; then PostgreSQL shared by two store instances, and a gateway running 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
+import re
+import secrets
+import sqlite3
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
+import orjson
 import pytest
 
 from gateway.jobs import new_job
 from gateway.store import JobStore, SQLiteStore, open_store
+from gateway.store.memory import MemoryStore
 from gateway.store.postgres import PostgresStore, redact, split_url
+from gateway.store.sqlite import path_from_url
 from tests.postgres_support import fresh_database
 from tests.support import make_settings, serve_gateway
 from tests.test_round_trip import adder
@@ -111,6 +120,101 @@ async def test_json_values_come_back_as_they_went_in(store: JobStore) -> None:
     assert stored is not None and stored.result == value and stored.progress == value
     assert list(stored.result) == ["z", "a", "s", "n"]  # type: ignore[arg-type]
     assert [e.data for e in await store.events(job.id, after=1)] == [value, value]
+
+
+async def query(url: str, sql: str, *args: object) -> list[tuple[Any, ...]]:
+    """`sql` straight on a store's tables, named `{jobs}` and `{events}`, with `?`
+    placeholders: what the store holds on disk, not what it reads back."""
+    if url.startswith("sqlite:"):
+        with contextlib.closing(sqlite3.connect(path_from_url(url), isolation_level=None)) as db:
+            return db.execute(sql.format(jobs="jobs", events="events"), args).fetchall()
+    numbers = itertools.count(1)
+    sql = sql.format(jobs="gateway_jobs", events="gateway_events")
+    sql = re.sub(r"\?", lambda _: f"${next(numbers)}", sql)
+    db = await asyncpg.connect(url)
+    try:
+        return [tuple(row) for row in await db.fetch(sql, *args)]
+    finally:
+        await db.close()
+
+
+async def stored_bytes(url: str) -> int:
+    """The space a store's tables take: SQLite's pages (those still in the WAL too),
+    PostgreSQL's tables with their TOAST and indexes."""
+    if url.startswith("sqlite:"):
+        with contextlib.closing(sqlite3.connect(path_from_url(url))) as db:
+            pages: int = db.execute("PRAGMA page_count").fetchone()[0]
+            return pages * db.execute("PRAGMA page_size").fetchone()[0]
+    db = await asyncpg.connect(url)
+    try:
+        size: int = await db.fetchval(
+            "SELECT pg_total_relation_size('gateway_jobs') "
+            "+ pg_total_relation_size('gateway_events')"
+        )
+        return size
+    finally:
+        await db.close()
+
+
+async def test_a_result_is_stored_once(store_url: str, store: JobStore) -> None:
+    """A 2 MiB result grows the store by about 2 MiB, not twice that: the job row holds
+    it and its `result` event reads it from there (issue 11, point 6)."""
+    result = {"blob": secrets.token_hex(1 << 20)}  # random: no compression hides a copy
+    size = len(orjson.dumps(result))
+    job, first = new_job("op")
+    await store.create(job, first, b"{}")
+    await store.record(job.id, "progress", {"done": 1})
+    before = await stored_bytes(store_url)
+    recorded = await store.record(job.id, "result", result)
+    grown = await stored_bytes(store_url) - before
+    print(f"\n[result stored once] a {size}-byte result grew the store by {grown} bytes")
+    assert recorded is not None and recorded.event is not None
+    assert size / 2 < grown < size * 1.5
+    rows = await query(
+        store_url, "SELECT type, data IS NULL FROM {events} WHERE job_id = ? ORDER BY seq", job.id
+    )
+    assert rows == [("queued", True), ("progress", False), ("result", True)]
+    # Read back, every event is as it was recorded.
+    events = await store.events(job.id)
+    assert [(e.type, e.data) for e in events] == [
+        ("queued", None),
+        ("progress", {"done": 1}),
+        ("result", result),
+    ]
+    assert events[-1] == recorded.event
+    assert await store.events(job.id, after=2) == [recorded.event]
+    stored = await store.get(job.id)
+    assert stored is not None and stored.result == result
+
+
+async def test_result_events_stored_with_their_data_read_as_before(
+    store_url: str, store: JobStore
+) -> None:
+    """Result events written by older gateways carry the data themselves: still read."""
+    for value in ({"r": 1}, [1, "two"], "text"):
+        job, first = new_job("op")
+        await store.create(job, first, b"{}")
+        recorded = await store.record(job.id, "result", value)
+        assert recorded is not None and recorded.event is not None
+        await query(
+            store_url,
+            "UPDATE {events} SET data = ? WHERE job_id = ? AND type = 'result'",
+            orjson.dumps(value),
+            job.id,
+        )
+        events = await store.events(job.id)
+        assert [(e.type, e.data) for e in events] == [("queued", None), ("result", value)]
+        assert events[-1] == recorded.event
+
+
+async def test_the_memory_store_keeps_a_result_once() -> None:
+    """Light jobs: the result event and the job share one value, not two copies."""
+    store = MemoryStore()
+    job, first = new_job("op")
+    await store.create(job, first, b"{}")
+    await store.record(job.id, "result", {"blob": "x" * 1000})
+    stored, events = await store.get(job.id), await store.events(job.id)
+    assert stored is not None and events[-1].data is stored.result
 
 
 async def test_idempotency_key_is_unique_per_operation(store: JobStore) -> None:

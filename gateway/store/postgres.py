@@ -99,6 +99,18 @@ def _load(raw: bytes | None) -> JSON:
     return None if raw is None else orjson.loads(raw)
 
 
+def _event_data(event: Event) -> bytes | None:
+    """An event's `data` column: NULL for a result, which the job row holds already (a
+    result of megabytes is stored once, not twice); see EVENT_DATA."""
+    return None if event.type == "result" else _dump(event.data)
+
+
+# A result event's data, read from its job (`j`) unless the row has it: rows written
+# before results were stored once still carry a copy. The job's result is the first
+# result event's data (the first terminal event wins), so both are the same value.
+EVENT_DATA = "CASE WHEN e.data IS NULL AND e.type = 'result' THEN j.result ELSE e.data END"
+
+
 def _job(row: Any) -> Job:
     return job_from_row(row, _load)
 
@@ -275,7 +287,7 @@ class PostgresStore(JobStore):
             event.job_id,
             event.seq,
             event.type,
-            _dump(event.data),
+            _event_data(event),
             event.time,
         )
 
@@ -329,8 +341,9 @@ class PostgresStore(JobStore):
 
     async def events(self, job_id: str, after: int = 0, limit: int = 1000) -> list[Event]:
         rows = await self.pool.fetch(
-            "SELECT job_id, seq, type, data, time FROM gateway_events "
-            "WHERE job_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+            f"SELECT e.job_id, e.seq, e.type, {EVENT_DATA}, e.time FROM gateway_events e "
+            "LEFT JOIN gateway_jobs j ON j.id = e.job_id "
+            "WHERE e.job_id = $1 AND e.seq > $2 ORDER BY e.seq LIMIT $3",
             job_id,
             after,
             limit,

@@ -81,6 +81,18 @@ def _load(raw: bytes | None) -> JSON:
     return None if raw is None else orjson.loads(raw)
 
 
+def _event_data(event: Event) -> bytes | None:
+    """An event's `data` column: NULL for a result, which the job row holds already (a
+    result of megabytes is stored once, not twice); see EVENT_DATA."""
+    return None if event.type == "result" else _dump(event.data)
+
+
+# A result event's data, read from its job (`j`) unless the row has it: rows written
+# before results were stored once still carry a copy. The job's result is the first
+# result event's data (the first terminal event wins), so both are the same value.
+EVENT_DATA = "CASE WHEN e.data IS NULL AND e.type = 'result' THEN j.result ELSE e.data END"
+
+
 def _job(row: tuple[Any, ...]) -> Job:
     return job_from_row(row, _load)
 
@@ -200,7 +212,7 @@ class SQLiteStore(JobStore):
     def _insert_event(db: sqlite3.Connection, event: Event) -> None:
         db.execute(
             "INSERT INTO events (job_id, seq, type, data, time) VALUES (?,?,?,?,?)",
-            (event.job_id, event.seq, event.type, _dump(event.data), event.time),
+            (event.job_id, event.seq, event.type, _event_data(event), event.time),
         )
 
     async def mark_published(self, job_id: str) -> None:
@@ -256,8 +268,9 @@ class SQLiteStore(JobStore):
     async def events(self, job_id: str, after: int = 0, limit: int = 1000) -> list[Event]:
         def events(db: sqlite3.Connection) -> list[Event]:
             rows = db.execute(
-                "SELECT job_id, seq, type, data, time FROM events "
-                "WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+                f"SELECT e.job_id, e.seq, e.type, {EVENT_DATA}, e.time FROM events e "
+                "LEFT JOIN jobs j ON j.id = e.job_id "
+                "WHERE e.job_id = ? AND e.seq > ? ORDER BY e.seq LIMIT ?",
                 (job_id, after, limit),
             ).fetchall()
             return [Event(r[0], r[1], r[2], _load(r[3]), r[4]) for r in rows]
