@@ -82,7 +82,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
     )
     app.state.service = service
     app.state.authenticator = Authenticator(settings.auth)
-    app.state.limits = ClientLimits(settings.rate_limit, settings.max_waiters_per_client)
+    app.state.limits = ClientLimits(
+        settings.rate_limit, settings.max_waiters_per_client, settings.max_waiters
+    )
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -4,6 +4,10 @@ and short-lived job tokens for browsers' EventSource (which cannot send headers)
 Off by default (every caller is the anonymous principal with every scope). Turned on by
 giving any key source. A token never reaches a log: errors say what is wrong with a
 token, never what it was.
+
+A subject is named by where it comes from (`api_key_subject`, `jwt_subject`): API-key
+subjects and each JWT issuer's `sub`s are separate namespaces, so a JWT with `sub: alice`
+is not the API key whose subject is `alice`. That name is what a job's owner records.
 """
 
 from __future__ import annotations
@@ -25,10 +29,22 @@ from gateway.errors import ContractError, Forbidden, Unauthorized
 ANY_OP = "ops:*"
 
 
+def api_key_subject(subject: str) -> str:
+    """The subject of an API key, as owners record it: `key:<subject in the key file>`."""
+    return "key:" + subject
+
+
+def jwt_subject(issuer: str, subject: str) -> str:
+    """The subject of a JWT, as owners record it: `jwt:<len(iss)>:<iss>:<sub>` (`iss` is
+    '' when absent). The length keeps it unambiguous: issuers are URLs, full of colons."""
+    return f"jwt:{len(issuer)}:{issuer}:{subject}"
+
+
 @dataclass(frozen=True, slots=True)
 class Principal:
     subject: str | None
-    """Who: the API key's subject or the JWT's `sub`; None when auth is off."""
+    """Who, named by the key source (`api_key_subject`, `jwt_subject`); None when auth is
+    off (the anonymous principal) and for job tokens."""
     scopes: frozenset[str] = field(default_factory=frozenset)
     job_id: str | None = None
     """Set for a job token: it opens that one job, read-only, and nothing else."""
@@ -43,7 +59,11 @@ class Principal:
     def may_read(self, job_id: str, owner: str | None) -> bool:
         if self.job_id is not None:
             return self.job_id == job_id
-        return self.subject is None or owner is None or owner == self.subject
+        if self.subject is None:
+            return True  # auth is off: the anonymous principal is everyone
+        # With auth on, a job is its owner's only. One made while auth was off (no owner),
+        # or by an older version (an owner not qualified by its source), is nobody's.
+        return owner == self.subject
 
 
 ANONYMOUS = Principal(subject=None, scopes=frozenset({ANY_OP}))
@@ -127,7 +147,7 @@ class Authenticator:
     async def _bearer(self, token: str) -> Principal:
         key = self._keys.get(hashlib.sha256(token.encode()).digest())
         if key is not None:
-            return Principal(key.subject, key.scopes)
+            return Principal(api_key_subject(key.subject), key.scopes)
         if token.count(".") == 2 and (self.settings.jwt_secret or self._public_key or self._jwks):
             return await self._jwt(token)
         raise Unauthorized("unknown or invalid token")
@@ -162,7 +182,10 @@ class Authenticator:
         scope_list = scope.split() if isinstance(scope, str) else claims.get("scopes", [])
         if not isinstance(scope_list, list):
             raise Unauthorized("invalid token: scopes must be a list")
-        return Principal(str(claims["sub"]), frozenset(map(str, scope_list)))
+        issuer = claims.get("iss", "")
+        if not isinstance(issuer, str):
+            raise Unauthorized("invalid token: iss must be a string")
+        return Principal(jwt_subject(issuer, str(claims["sub"])), frozenset(map(str, scope_list)))
 
     # -- job tokens --------------------------------------------------------------------
 

@@ -82,7 +82,8 @@ class Job:
     deadline_at: float | None = None
     """When the job expires if it has not ended (epoch seconds)."""
     owner: str | None = None
-    """The subject that submitted it (with auth on); nobody else may see it."""
+    """The subject that submitted it, qualified by its key source (`gateway.auth`), with
+    auth on; nobody else may see it. None: made while auth was off."""
 
     @property
     def terminal(self) -> bool:

@@ -1,6 +1,7 @@
 """Per-client limits: a request rate (moving window, via the `limits` library) and a
-share of the waiting requests. A client is its token's subject, or its address when auth
-is off. Over a limit: 429 with Retry-After."""
+share of the waiting requests, so that no one client can hold every waiter slot of the
+process and lock the others out. A client is its token's subject, or its address when
+auth is off (see `gateway.http.access.client_key`). Over a limit: 429 with Retry-After."""
 
 from __future__ import annotations
 
@@ -14,13 +15,21 @@ from limits.aio.strategies import MovingWindowRateLimiter
 
 from gateway.errors import TooManyRequests
 
+WAITER_RETRY_SECONDS = 2
+
 
 class ClientLimits:
-    def __init__(self, rate: str | None, max_waiters: int | None) -> None:
+    def __init__(
+        self, rate: str | None, max_waiters_per_client: int | None, max_waiters: int
+    ) -> None:
+        """`max_waiters_per_client`: None for the fair share (see `waiter_share`), 0 for no
+        per-client limit, N for at most N each. `max_waiters`: the process's own cap."""
         self._rate = parse(rate) if rate else None
         self._limiter = MovingWindowRateLimiter(MemoryStorage()) if rate else None
+        self._per_client = max_waiters_per_client
         self._max_waiters = max_waiters
         self._waiting: Counter[str] = Counter()
+        self._held = 0  # every client's slots together: the share needs it in O(1)
 
     async def hit(self, client: str) -> None:
         """Count one request of `client`; 429 if it is over its rate."""
@@ -35,28 +44,46 @@ class ClientLimits:
             retry_after=retry,
         )
 
-    def waiting(self, client: str) -> _WaiterSlot:
+    def waiter_share(self, client: str) -> int | None:
+        """How many waiter slots `client` may hold now (None: no per-client limit).
+
+        By default, half of what the other clients leave free: a lone client gets half of
+        the process's slots, a second half of the rest, and so on, so a newcomer always
+        finds some, however greedy the clients before it; and greedy clients settle at a
+        third each, not at all of it. An explicit per-client limit is a static cap."""
+        if self._per_client is not None:
+            return self._per_client or None
+        held_by_others = self._held - self._waiting.get(client, 0)
+        return max(1, (self._max_waiters - held_by_others) // 2)
+
+    def waiting(self, client: str) -> WaiterSlot:
         """`with limits.waiting(client):` holds one of its waiter slots (429 if none)."""
-        if self._max_waiters is not None and self._waiting[client] >= self._max_waiters:
+        share = self.waiter_share(client)
+        if share is not None and self._waiting.get(client, 0) >= share:
             raise TooManyRequests(
-                f"this client already holds {self._max_waiters} waiting requests",
-                retry_after=2,
+                f"this client already holds {self._waiting[client]} waiting requests, "
+                f"its share of this gateway's {self._max_waiters}",
+                retry_after=WAITER_RETRY_SECONDS,
             )
-        return _WaiterSlot(self._waiting, client)
+        return WaiterSlot(self, client)
 
 
-class _WaiterSlot:
-    """A class rather than a generator: it lives as long as an idle waiter does."""
+class WaiterSlot:
+    """One waiter slot of a client, checked when made, held from `with` to its end. A
+    class rather than a generator: it lives as long as an idle waiter does."""
 
-    __slots__ = ("_client", "_counts")
+    __slots__ = ("_client", "_limits")
 
-    def __init__(self, counts: Counter[str], client: str) -> None:
-        self._counts, self._client = counts, client
+    def __init__(self, limits: ClientLimits, client: str) -> None:
+        self._limits, self._client = limits, client
 
     def __enter__(self) -> None:
-        self._counts[self._client] += 1
+        self._limits._waiting[self._client] += 1
+        self._limits._held += 1
 
     def __exit__(self, *exc: object) -> None:
-        self._counts[self._client] -= 1
-        if not self._counts[self._client]:
-            del self._counts[self._client]
+        limits = self._limits
+        limits._held -= 1
+        limits._waiting[self._client] -= 1
+        if not limits._waiting[self._client]:
+            del limits._waiting[self._client]

@@ -18,7 +18,7 @@ import orjson
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from gateway.auth import AuthSettings
+from gateway.auth import AuthSettings, api_key_subject, jwt_subject
 from gateway.worker import Worker
 from tests.fault_support import GatewayProcess
 from tests.support import free_port, make_settings, serve_gateway
@@ -210,6 +210,82 @@ async def test_tokens_scopes_owners_and_job_tokens(
     assert "gateway" in server_log  # the gateway did log, at DEBUG
     for secret in [*tokens, token, "job-token-secret-xyz"]:
         assert secret not in server_log
+
+
+def test_subject_names_are_unambiguous():
+    # Issuers are URLs, full of colons: the length keeps (iss, sub) pairs apart.
+    assert jwt_subject("a:b", "c") != jwt_subject("a", "b:c")
+    assert jwt_subject("", "alice") != api_key_subject("alice")
+
+
+async def test_a_subject_is_its_key_sources_own(rabbit, tmp_path):
+    """`sub: alice` in a JWT is not the API key whose subject is `alice`, nor the `alice`
+    of another issuer: none reads or cancels another's jobs."""
+    settings, ops = make_settings(tmp_path, rabbit.url)
+    auth = AuthSettings(api_keys_file=key_file(tmp_path, ops), jwt_secret=HS_SECRET)
+    add = ops["math.add"]
+
+    def issued_by(issuer: str) -> str:
+        claims = {"sub": "alice", "iss": issuer, "scope": "ops:*", "exp": int(time.time()) + 300}
+        return jwt.encode(claims, HS_SECRET, algorithm="HS256")
+
+    alices = {
+        "api key": KEYS["alice"],
+        "jwt": hs256("alice", "ops:*"),
+        "jwt of issuer a": issued_by("https://a.example/"),
+        "jwt of issuer b": issued_by("https://b.example/"),
+    }
+    async with serve_gateway(replace(settings, auth=auth), ops) as gw, gw.client() as http:
+        jobs = {}
+        for who, token in alices.items():
+            r = await http.post(f"/v1/ops/{add}", json={"a": 1, "b": 2}, headers=bearer(token))
+            assert r.status_code == 202, (who, r.text)
+            jobs[who] = r.headers["location"]
+        for owner, location in jobs.items():
+            for who, token in alices.items():
+                if who == owner:
+                    continue
+                for path in (location, f"{location}/events", f"{location}?wait=1"):
+                    r = await http.get(path, headers=bearer(token))
+                    assert r.status_code == 404, (owner, who, path, r.text)
+                    assert r.json()["error"]["code"] == "job_not_found"
+                r = await http.delete(location, headers=bearer(token))
+                assert r.status_code == 404, (owner, who, r.text)
+            # Its owner still has it, uncancelled.
+            r = await http.get(location, headers=bearer(alices[owner]))
+            assert r.status_code == 200 and r.json()["status"] == "queued", (owner, r.text)
+
+
+async def test_jobs_made_while_auth_was_off_are_nobodys(rabbit, tmp_path):
+    """A job submitted with auth off has no owner: on the same store with auth on, no
+    principal may read or cancel it (404); an auth-off gateway still sees it."""
+    settings, ops = make_settings(tmp_path, rabbit.url)
+    add = ops["math.add"]
+    async with serve_gateway(settings, ops) as gw, gw.client() as http:
+        r = await http.post(
+            f"/v1/ops/{add}", json={"a": 1, "b": 2}, headers={"Idempotency-Key": "k1"}
+        )
+        assert r.status_code == 202, r.text
+        ownerless = r.json()["id"]
+    location = f"/v1/jobs/{ownerless}"
+    auth = AuthSettings(api_keys_file=key_file(tmp_path, ops), jwt_secret=HS_SECRET)
+    async with serve_gateway(replace(settings, auth=auth), ops) as gw, gw.client() as http:
+        for token in (*KEYS.values(), hs256("alice", "ops:*"), hs256("anyone", "ops:*")):
+            for path in (location, f"{location}/events", f"{location}?wait=1"):
+                r = await http.get(path, headers=bearer(token))
+                assert r.status_code == 404, (path, r.text)
+                assert r.json()["error"]["code"] == "job_not_found"
+            assert (await http.delete(location, headers=bearer(token))).status_code == 404
+        # The same Idempotency-Key, with auth on, names a job of its owner's own.
+        r = await http.post(
+            f"/v1/ops/{add}",
+            json={"a": 1, "b": 2},
+            headers={**bearer(KEYS["bob"]), "Idempotency-Key": "k1"},
+        )
+        assert r.status_code == 202 and r.json()["id"] != ownerless
+    async with serve_gateway(settings, ops) as gw, gw.client() as http:
+        r = await http.get(location)
+        assert r.status_code == 200 and r.json()["status"] == "queued"  # untouched
 
 
 async def test_rate_and_waiter_limits_per_client(rabbit, tmp_path):

@@ -169,7 +169,8 @@ async def test_full_queue_answers_503_with_retry_after(rabbit, tmp_path):
 
 
 async def test_waiters_beyond_the_cap_get_503(rabbit, tmp_path):
-    settings, ops = make_settings(tmp_path, rabbit.url, max_waiters=1)
+    # No per-client share: this is the process's cap (tests/test_fair_share.py: the share).
+    settings, ops = make_settings(tmp_path, rabbit.url, max_waiters=1, max_waiters_per_client=0)
     async with serve_gateway(settings, ops) as gw, gw.client() as http:
         r = await http.post(f"/v1/ops/{gw.op('math.add')}", json={"a": 1, "b": 2})
         location = r.headers["location"]

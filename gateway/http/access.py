@@ -24,11 +24,11 @@ def limits_of(request: Request) -> ClientLimits:
 
 
 def client_key(request: Request, principal: Principal) -> str:
-    """A client, for its limits: its subject with auth on, else its address."""
+    """A client, for its limits: its subject (qualified by its key source, as owners are)
+    with auth on, else its address. A job token's bearer counts as its address too: were
+    it the job, one subject with many jobs would be as many clients, each with a share."""
     if principal.subject is not None:
         return "sub:" + principal.subject
-    if principal.job_id is not None:
-        return "job:" + principal.job_id
     return "addr:" + (request.client.host if request.client else "unknown")
 
 

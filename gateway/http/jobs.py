@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -38,7 +40,8 @@ async def get_events(request: Request) -> Response:
         )
     wait = wait_seconds(request, service.settings.max_wait_seconds) or 0.0
     after = after_seq(request) or 0
-    with limits_of(request).waiting(client):
+    # Only a wait holds a waiter slot: reading what is there now takes none.
+    with limits_of(request).waiting(client) if wait else nullcontext():
         events = await service.wait_for_events(job_id, after, wait, principal)
     return ORJSONResponse(
         {

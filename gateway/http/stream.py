@@ -23,7 +23,7 @@ from gateway.auth import Principal
 from gateway.errors import ServiceUnavailable
 from gateway.http.sse import EventStreamResponse
 from gateway.jobs import Event
-from gateway.limits import ClientLimits
+from gateway.limits import ClientLimits, WaiterSlot
 from gateway.service import GatewayService
 from gateway.types import TERMINAL_EVENTS
 
@@ -42,12 +42,12 @@ def encode(event: Event) -> bytes:
 
 
 async def frames(
-    service: GatewayService, job_id: str, after: int, limits: ClientLimits, client: str
+    service: GatewayService, job_id: str, after: int, slot: WaiterSlot
 ) -> AsyncGenerator[bytes, None]:
     settings = service.settings
     yield ServerSentEvent(comment="stream of job " + job_id, retry=settings.sse_retry_ms).encode()
     cursor = after
-    with limits.waiting(client), service.hub.watch(job_id) as watch:
+    with slot, service.hub.watch(job_id) as watch:
         watch.arm()
         events: list[Event] | None = None  # None: read them from the store
         while True:
@@ -91,9 +91,10 @@ async def event_stream(
         # event): 204 is what tells a browser to stop reconnecting.
         return Response(status_code=204)
     service.check_capacity()
-    with limits.waiting(client):
-        pass  # refuse now, while a JSON error can still be sent; the stream holds a slot
+    # Refused now, while a JSON error can still be sent; the stream holds the slot once it
+    # runs, without a second check (a share that shrank meanwhile must not cut it).
+    slot = limits.waiting(client)
     return EventStreamResponse(
-        frames(service, job_id, after, limits, client),
+        frames(service, job_id, after, slot),
         send_timeout=service.settings.sse_send_timeout_seconds,
     )
