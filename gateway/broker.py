@@ -45,6 +45,7 @@ from gateway.errors import ServiceUnavailable
 from gateway.keyed_lock import KeyedLock
 from gateway.link import LINK_ERRORS, Link, TopologyRefused, blocked
 from gateway.stall import StallWatch
+from gateway.trust import broker_user
 from gateway.types import JSONObject
 
 log = logging.getLogger("gateway.broker")
@@ -69,6 +70,9 @@ class Answer:
     headers: JSONObject
     redelivered: bool = False
     """RabbitMQ delivered it before, to a consumer that did not ack it (one that died)."""
+    user_id: str | None = None
+    """The AMQP `user_id` property: when present, RabbitMQ has checked it is the broker
+    user that published the message (gateway/trust.py)."""
 
 
 AnswerHandler = Callable[[Answer], Awaitable[None]]
@@ -123,6 +127,9 @@ class Broker:
         self.prefetch = prefetch
         self.attachments = list(attachments)
         self.instance = secrets.token_hex(4)
+        # Stamped on what the gateway publishes; RabbitMQ refuses it from anyone else, so a
+        # dead letter carrying it is a request the gateway really published.
+        self.user = broker_user(url)
         self.publisher = Link(
             "publisher", urls, self._set_up_publisher, reconnect_interval, self._changed
         )
@@ -365,6 +372,7 @@ class Broker:
                 body=message.body,
                 headers=dict(message.headers or {}),
                 redelivered=bool(message.redelivered),
+                user_id=message.user_id,
             )
             try:
                 # Deliveries are handled concurrently, but one job's answers in the order
@@ -429,6 +437,7 @@ class Broker:
             message_id=job_id,
             reply_to=ANSWERS_QUEUE if durable else self.reply_queue,
             type=contract.op,
+            user_id=self.user,
             delivery_mode=(
                 aio_pika.DeliveryMode.PERSISTENT
                 if durable
@@ -478,6 +487,7 @@ class Broker:
                     content_type="application/json",
                     correlation_id=job_id,
                     type="cancel",
+                    user_id=self.user,
                 ),
                 routing_key="",
                 mandatory=False,

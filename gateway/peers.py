@@ -5,6 +5,11 @@ long-polls and streams wake at once instead of polling the shared store.
 A notice carries the job and the event, so a woken waiter usually needs no store read. A
 notice is fire-and-forget: one lost while an instance was disconnected is made good when
 it reconnects, by waking every waiter of that instance to re-read the store.
+
+Notices carry the gateway's broker user as `user_id` (RabbitMQ lets no one else set it);
+with `trusted_user` given (the gateway runs with `--worker-users`), a notice from any other
+user is dropped, so a worker that learns an instance's queue cannot wake its waiters with
+a made-up event.
 """
 
 from __future__ import annotations
@@ -29,8 +34,10 @@ TELL_TIMEOUT = 1.0  # a notice that cannot be written by then is dropped: waiter
 class PeerNotices:
     """A `gateway.broker.Attachment`: rides on the broker link's two connections."""
 
-    def __init__(self, hub: Hub) -> None:
+    def __init__(self, hub: Hub, user: str, *, trusted_user: str | None = None) -> None:
         self.hub = hub
+        self.user = user
+        self.trusted_user = trusted_user
         self.instance = secrets.token_hex(8)
         self._exchange: AbstractExchange | None = None
 
@@ -65,6 +72,7 @@ class PeerNotices:
                         body,
                         content_type="application/json",
                         headers={"x-instance": self.instance},
+                        user_id=self.user,
                     ),
                     routing_key="",
                     mandatory=False,  # no other instance (yet) is no error
@@ -75,6 +83,9 @@ class PeerNotices:
     async def _on_notice(self, message: AbstractIncomingMessage) -> None:
         if (message.headers or {}).get("x-instance") == self.instance:
             return  # our own, already handled here
+        if self.trusted_user is not None and message.user_id != self.trusted_user:
+            log.warning("notice from broker user %r dropped", message.user_id)
+            return
         try:
             notice = orjson.loads(message.body)
             job = Job.from_record(notice["job"])

@@ -23,6 +23,14 @@ Two ways to hold a request (see docs/workers.md):
   the gateway fails the job with `worker_lost` once the lease runs out.
 While a handler runs, heartbeats go out every third of the job's lease, a cancel notice
 from the gateway cancels the handler, and the job's deadline bounds it.
+
+Every answer carries the AMQP `user_id` of the worker's broker user (RabbitMQ checks it),
+so a gateway run with `--worker-users` knows it comes from a worker of that operation.
+`Worker(url, gateway_user="gateway")` also takes only requests the gateway's broker user
+published: anything else put straight into the operation's queue is rejected unrun.
+The worker declares nothing it does not own (the operation queues and the cancel exchange
+are the gateway's; it waits for them), so a least-privilege broker user is enough
+(deploy/rabbitmq/setup.sh).
 """
 
 from __future__ import annotations
@@ -41,9 +49,15 @@ from typing import Any
 import aio_pika
 import orjson
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
-from aio_pika.exceptions import AMQPConnectionError, ChannelClosed, ChannelInvalidStateError
+from aio_pika.exceptions import (
+    AMQPConnectionError,
+    ChannelClosed,
+    ChannelInvalidStateError,
+    ChannelNotFoundEntity,
+)
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
+from gateway.trust import broker_user
 from gateway.types import JSON, JSONObject
 
 __all__ = ["JobContext", "JobFailed", "Worker"]
@@ -115,9 +129,15 @@ class _Operation:
 
 
 class Worker:
-    def __init__(self, broker_url: str, *, prefetch: int = 8) -> None:
+    def __init__(
+        self, broker_url: str, *, prefetch: int = 8, gateway_user: str | None = None
+    ) -> None:
         self.broker_url = broker_url
         self.prefetch = prefetch
+        # The broker user this worker logs in as: RabbitMQ refuses any other as user_id.
+        self.user = broker_user(broker_url)
+        # Take only requests whose (RabbitMQ-checked) user_id is the gateway's.
+        self.gateway_user = gateway_user
         self._operations: list[_Operation] = []
         self._connection: AbstractConnection | None = None
         self._running: dict[str, asyncio.Task[JSON]] = {}
@@ -169,10 +189,20 @@ class Worker:
 
     async def _listen_for_cancels(self) -> None:
         assert self._connection is not None
-        channel = await self._connection.channel()
-        exchange = await channel.declare_exchange(
-            CANCEL_EXCHANGE, aio_pika.ExchangeType.FANOUT, durable=True
-        )
+        # Passively, as the operation queues: the exchange is the gateway's, and a
+        # least-privilege worker user may not declare it.
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type(ChannelNotFoundEntity),
+            wait=wait_exponential(multiplier=0.2, max=5),
+            reraise=True,
+        ):
+            with attempt:
+                channel = await self._connection.channel()
+                try:
+                    exchange = await channel.declare_exchange(CANCEL_EXCHANGE, passive=True)
+                except ChannelNotFoundEntity:
+                    log.info("exchange %s not declared yet (is the gateway up?)", CANCEL_EXCHANGE)
+                    raise
         queue = await channel.declare_queue(exclusive=True, auto_delete=True)
         await queue.bind(exchange)
 
@@ -222,11 +252,26 @@ class Worker:
                 return
             await channel.default_exchange.publish(
                 aio_pika.Message(
-                    body, content_type="application/json", correlation_id=job_id, type=kind
+                    body,
+                    content_type="application/json",
+                    correlation_id=job_id,
+                    type=kind,
+                    user_id=self.user,
                 ),
                 routing_key=reply_to,
             )
 
+        if self.gateway_user is not None and message.user_id != self.gateway_user:
+            # Put into the queue by someone other than the gateway (no HTTP auth, no
+            # contract check): not run, not answered; the gateway drops its dead letter.
+            log.warning(
+                "request %s on %s published by broker user %r, not the gateway's; rejected",
+                job_id,
+                operation.op,
+                message.user_id,
+            )
+            await message.reject(requeue=False)
+            return
         job = JobContext(job_id, operation.op, dict(message.headers or {}), answer)
         if job_id in self._cancelled or (job.deadline is not None and job.deadline < time.time()):
             await message.ack()  # cancelled or expired already: the gateway has said so

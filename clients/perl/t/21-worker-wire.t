@@ -13,7 +13,7 @@ plan skip_all => 'set GATEWAY_BROKER_URL (and run examples/perl/text_upper.pl)' 
 my $broker = Gateway::Worker::parse_broker_url($ENV{GATEWAY_BROKER_URL});
 my $json = JSON::PP->new->utf8->canonical;
 
-my %answers;    # correlation id => [type, body]
+my %answers;    # correlation id => [type, body, user_id]
 my $all_answered = AnyEvent->condvar;
 my @requests = (['good', $json->encode({ text => 'wire' })], ['not-json', 'this is not JSON'], ['refused', $json->encode({ text => 'fail' })]);
 
@@ -27,7 +27,7 @@ $connection->connect(%$broker, timeout => 10, on_failure => $failed, on_read_fai
             $channel->consume(queue => $reply_to, no_ack => 1, on_failure => $failed, on_consume => sub {
                 my ($message) = @_;
                 my $id = $message->{header}->correlation_id;
-                $answers{$id} = [$message->{header}->type, $message->{body}->payload];
+                $answers{$id} = [$message->{header}->type, $message->{body}->payload, $message->{header}->user_id];
                 $all_answered->send if keys %answers == @requests;
             }, on_success => sub {
                 for my $request (@requests) {
@@ -47,6 +47,7 @@ $all_answered->recv;
 
 is $answers{'perl-wire-good'}[0], 'result', 'a result answer';
 is_deeply $json->decode($answers{'perl-wire-good'}[1]), { text => 'WIRE' }, 'with the result as body';
+is $answers{'perl-wire-good'}[2], $broker->{user}, "and the worker's broker user as user_id (for --worker-users)";
 is $answers{'perl-wire-not-json'}[0], 'error', 'a request that is not JSON: an error answer';
 is $json->decode($answers{'perl-wire-not-json'}[1])->{error}{code}, 'invalid_request', 'invalid_request';
 is $answers{'perl-wire-refused'}[0], 'error', 'a Failure: an error answer';

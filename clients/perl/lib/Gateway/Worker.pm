@@ -205,6 +205,9 @@ sub _handle {
                 correlation_id => $properties->correlation_id,
                 type           => $type,
                 delivery_mode  => 2,
+                # Our broker user, which RabbitMQ checks: a gateway run with
+                # --worker-users takes answers only from its operation's workers.
+                user_id        => $self->{broker}{user},
             },
             %confirm,
         );
@@ -306,7 +309,11 @@ answer to;
 C<correlation_id>, a JSON body and the AMQP C<type> C<progress>, C<result> or C<error>;
 
 =item * it acks the request only once RabbitMQ has confirmed the final answer (publisher
-confirms), so a worker killed mid-job leaves the request to be redelivered.
+confirms), so a worker killed mid-job leaves the request to be redelivered;
+
+=item * every answer carries the AMQP C<user_id> of the worker's broker user (RabbitMQ
+refuses any other), so a gateway run with C<--worker-users> accepts it as coming from a
+worker of that operation.
 
 =back
 
