@@ -43,8 +43,9 @@ def _worker_error(body: JSON) -> JSONObject:
     return error_body("worker_error", f"the worker failed: {text}")
 
 
-def interpret(answer: Answer, contract: Contract) -> Outcome | None:
-    """The event an answer makes, or None to drop it (logged)."""
+async def interpret(answer: Answer, contract: Contract) -> Outcome | None:
+    """The event an answer makes, or None to drop it (logged). Async: a large answer is
+    checked against the contract off the event loop."""
     kind = answer.type or "result"
     if kind == "started":
         return Outcome("started", None)
@@ -60,7 +61,7 @@ def interpret(answer: Answer, contract: Contract) -> Outcome | None:
     if kind == "error":
         return Outcome("error", _worker_error(body))
     if kind == "progress":
-        problems = contract.progress_errors(body)
+        problems = await contract.check_progress(body, len(answer.body))
         if problems:
             log.warning(
                 "job %s: progress violating the contract dropped: %s",
@@ -69,7 +70,7 @@ def interpret(answer: Answer, contract: Contract) -> Outcome | None:
             )
             return None
         return Outcome("progress", body)
-    problems = contract.result_errors(body)
+    problems = await contract.check_result(body, len(answer.body))
     if problems:
         return Outcome(
             "error",
@@ -110,5 +111,29 @@ def dead_letter_outcome(answer: Answer) -> Outcome:
         "error",
         error_body(
             "dead_lettered", f"RabbitMQ dead-lettered the request ({reason or 'no reason given'})"
+        ),
+    )
+
+
+def oversized_outcome(answer: Answer, limit: int) -> Outcome | None:
+    """The failure an answer whose body is over `limit` bytes makes, or None if it fits.
+
+    Checked before the body is parsed: a huge answer costs no parsing, validation or
+    storage, and the job fails with a reason its client can act on instead of hanging.
+    `started` and `heartbeat` bodies are ignored (never parsed or stored), so any size
+    passes; an unknown type is dropped by `interpret` anyway.
+    """
+    kind = answer.type or "result"
+    size = len(answer.body)
+    if size <= limit or kind not in ("result", "progress", "error"):
+        return None
+    # Sizes only: the body is the worker's, and may be anything.
+    return Outcome(
+        "error",
+        error_body(
+            "answer_too_large",
+            f"the worker's {kind} answer is {size} bytes, over the gateway's limit of "
+            f"{limit} bytes (--max-answer); large outputs belong in object storage, "
+            f"the answer carrying a link",
         ),
     )

@@ -14,6 +14,7 @@ from gateway import __version__
 from gateway.auth import AuthSettings
 from gateway.config import DEFAULT_BROKER_URL, DEFAULT_STORE_URL, Settings
 from gateway.errors import ContractError
+from gateway.trust import WorkerUsers
 
 QUIET_LIBRARIES = ("aiormq", "aio_pika", "asyncpg")
 
@@ -84,6 +85,15 @@ def main() -> None:
     type=click.IntRange(min=1),
     show_envvar=True,
     help="Largest request body, bytes.",
+)
+@click.option(
+    "--max-answer",
+    "max_answer_bytes",
+    envvar="GATEWAY_MAX_ANSWER",
+    default=8 * 1024 * 1024,
+    type=click.IntRange(min=1),
+    show_envvar=True,
+    help="Largest worker answer body, bytes; a larger one fails its job (answer_too_large).",
 )
 @click.option(
     "--max-header-size",
@@ -237,9 +247,21 @@ def main() -> None:
 @click.option(
     "--max-waiters-per-client",
     envvar="GATEWAY_MAX_WAITERS_PER_CLIENT",
-    type=click.IntRange(min=1),
+    type=click.IntRange(min=0),
     show_envvar=True,
-    help="Long-polls and streams one client may hold at once (default: no limit).",
+    help="Long-polls and streams one client may hold at once; more get 429. 0: no "
+    "per-client limit. Default: a fair share, half of the --max-waiters slots the other "
+    "clients leave free.",
+)
+@click.option(
+    "--worker-users",
+    envvar="GATEWAY_WORKER_USERS",
+    callback=lambda _ctx, _param, value: _worker_users(value),
+    show_envvar=True,
+    help='Which broker users may answer which operations, e.g. "math.add=worker-math '
+    'report.*=worker-reports,worker-batch" (globs, first match wins; every operation must '
+    "match one). Answers from other users are dropped. Default: any broker user "
+    "(SECURITY.md).",
 )
 @click.option(
     "--forwarded-allow-ips",
@@ -297,6 +319,15 @@ def serve(host: str, port: int, log_level: str, forwarded_allow_ips: str, **sett
     server.run()
     if not server.started:
         sys.exit(3)  # could not listen (the address in use, say): uvicorn said why
+
+
+def _worker_users(value: str | None) -> WorkerUsers | None:
+    if not value or not value.strip():
+        return None
+    try:
+        return WorkerUsers.parse(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
 
 
 @main.command()

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gateway.auth import AuthSettings
+from gateway.trust import WorkerUsers
 
 DEFAULT_BROKER_URL = "amqp://guest:guest@127.0.0.1:5673/"
 DEFAULT_STORE_URL = "sqlite:///var/gateway.sqlite3"
@@ -27,6 +28,13 @@ class Settings:
     """A request's body must arrive within this of its headers: else 408 and closed."""
     keep_alive_seconds: float = 5.0
     """An idle kept-alive connection is closed after this."""
+    max_answer_bytes: int = 8 * 1024 * 1024
+    """A worker's answer (result, progress or error) with a larger body fails its job with
+    `answer_too_large`, before the body is parsed or stored. 8 MiB: far above any JSON a
+    client should take in one response or an event stream should carry (and 8x the
+    request cap), yet small enough that one answer cannot balloon the gateway's memory
+    (parsed JSON is several times its size) or the job store. Larger outputs belong in
+    object storage, the answer carrying a link."""
     max_wait_seconds: float = 60.0
     """`?wait=N` and `Prefer: wait=N` are capped at this, so no request is held forever."""
     publish_timeout_seconds: float = 5.0
@@ -41,7 +49,8 @@ class Settings:
     store_timeout_seconds: float = 5.0
     """The longest any call to the job store may take; then the request answers 503."""
     max_waiters: int = 10_000
-    """Long-polls and streams one process holds at once; more are refused with 503."""
+    """Long-polls and streams one process holds at once; more are refused with 503 (and
+    each client gets a share of them: `max_waiters_per_client`)."""
     sweep_interval_seconds: float = 1.0
     """How often deadlines, worker leases and retention are checked."""
     sse_ping_seconds: float = 15.0
@@ -60,4 +69,10 @@ class Settings:
     rate_limit: str | None = None
     """Requests per client, in the `limits` notation ("100/second", "5000/hour")."""
     max_waiters_per_client: int | None = None
-    """Long-polls and streams one client may hold at once."""
+    """Long-polls and streams one client may hold at once; more are refused with 429.
+    None (the default): a fair share, half of the `max_waiters` slots the other clients
+    leave free (a lone client gets half, a second a quarter, ...), so no client can lock
+    the others out. N: at most N each. 0: no per-client limit (one trusted client)."""
+    worker_users: WorkerUsers | None = None
+    """Which broker users may answer which operations (`--worker-users`); None trusts an
+    answer from any broker user, as before. See gateway/trust.py and SECURITY.md."""

@@ -15,7 +15,7 @@ from collections import OrderedDict
 
 import orjson
 
-from gateway.answers import Outcome, dead_letter_outcome, interpret
+from gateway.answers import Outcome, dead_letter_outcome, interpret, oversized_outcome
 from gateway.auth import ANONYMOUS, Principal
 from gateway.broker import Answer, Broker
 from gateway.config import Settings
@@ -26,6 +26,7 @@ from gateway.jobs import Event, Job, error_body, new_job
 from gateway.metrics import Metrics
 from gateway.peers import PeerNotices
 from gateway.store import Created, JobStore
+from gateway.trust import broker_user
 from gateway.types import JSON
 
 log = logging.getLogger("gateway.service")
@@ -46,7 +47,14 @@ class GatewayService:
         self.hub = Hub()
         self.metrics = Metrics()
         share = settings.notify_peers if settings.notify_peers is not None else store.shared
-        self.peers = PeerNotices(self.hub) if share else None
+        user = broker_user(settings.broker_url)
+        self.peers = (
+            PeerNotices(
+                self.hub, user, trusted_user=user if settings.worker_users is not None else None
+            )
+            if share
+            else None
+        )
         self.broker = Broker(
             settings.broker_url,
             contracts,
@@ -64,6 +72,14 @@ class GatewayService:
         )
         self._sweeper: asyncio.Task[None] | None = None
         self._ops_in_flight: OrderedDict[str, str] = OrderedDict()
+        if settings.worker_users is not None and settings.worker_users.uncovered(contracts):
+            # Refused, not warned: nobody could ever answer these, so their jobs would all
+            # end in deadlines and lost leases, far from the cause.
+            raise ValueError(
+                f"--worker-users names no broker user for the operations "
+                f"{', '.join(settings.worker_users.uncovered(contracts))}: add an entry "
+                f"(a glob such as '*=worker' matches the rest)"
+            )
 
     async def start(self) -> None:
         await self.store.open()
@@ -270,6 +286,8 @@ class GatewayService:
                 self.metrics.answers.labels("unknown_job").inc()
                 return
             op = job.op
+        if not self._from_its_workers(answer, op):
+            return
         contract = self.contracts.get(op)
         if contract is None:
             log.warning("answer for job %s of operation %s, no longer served, dropped", job_id, op)
@@ -281,7 +299,13 @@ class GatewayService:
             await self.store.touch(job_id, lease_until)
             self.metrics.answers.labels("heartbeat").inc()
             return
-        outcome = interpret(answer, contract)
+        oversized = oversized_outcome(answer, self.settings.max_answer_bytes)
+        if oversized is not None:
+            # Failed unparsed: one answer must not balloon the gateway's memory or store.
+            log.warning("job %s: answer of %d bytes over the limit", job_id, len(answer.body))
+            await self._record(job_id, oversized, counted_as="too_large")
+            return
+        outcome = await interpret(answer, contract)
         if (
             answer.redelivered
             and outcome is not None
@@ -300,9 +324,41 @@ class GatewayService:
         events = await self.store.events(job_id)
         return any(e.type == "progress" and e.data == outcome.data for e in events)
 
+    def _from_its_workers(self, answer: Answer, op: str) -> bool:
+        """With --worker-users, only a broker user listed for the job's operation may
+        answer it (any kind, heartbeats too); the job is not touched by anyone else's."""
+        users = self.settings.worker_users
+        if users is None or users.allows(op, answer.user_id):
+            return True
+        log.warning(
+            "%s answer for job %s of operation %s from broker user %r, not one of its "
+            "workers, dropped",
+            answer.type or "result",
+            answer.job_id,
+            op,
+            answer.user_id,
+        )
+        self.metrics.answers.labels("forged").inc()
+        return False
+
     async def on_dead_letter(self, answer: Answer) -> None:
         if not answer.job_id:
             log.warning("dead letter without a job id dropped")
+            return
+        if self.settings.worker_users is not None and answer.user_id != self.broker.user:
+            # A genuine dead letter is a request the gateway published, properties kept,
+            # user_id included (RabbitMQ lets no one else set it): this one was not.
+            # (Checked only with --worker-users: without, any worker may fail any job by
+            # an error answer anyway, and requests an older gateway published, without a
+            # user_id, still fail as rejected or expired when they are dead-lettered.)
+            log.warning(
+                "dead letter for job %s published by broker user %r, not by the gateway "
+                "(%r), dropped",
+                answer.job_id,
+                answer.user_id,
+                self.broker.user,
+            )
+            self.metrics.answers.labels("forged").inc()
             return
         await self._record(answer.job_id, dead_letter_outcome(answer))
 
@@ -319,7 +375,12 @@ class GatewayService:
         return now - healthy_since >= lease
 
     async def _record(
-        self, job_id: str, outcome: Outcome | None, *, lease_until: float | None = None
+        self,
+        job_id: str,
+        outcome: Outcome | None,
+        *,
+        lease_until: float | None = None,
+        counted_as: str | None = None,
     ) -> None:
         if outcome is None:
             self.metrics.answers.labels("dropped").inc()
@@ -336,7 +397,7 @@ class GatewayService:
             self.metrics.answers.labels("ignored").inc()
             return
         job = recorded.job
-        self.metrics.answers.labels(outcome.type).inc()
+        self.metrics.answers.labels(counted_as or outcome.type).inc()
         if job.terminal:
             self._ops_in_flight.pop(job_id, None)
             self.metrics.jobs_finished.labels(job.op, job.status).inc()

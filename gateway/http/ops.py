@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -9,7 +11,7 @@ from starlette.routing import Route
 from gateway.contracts import Contract
 from gateway.errors import BadRequest
 from gateway.http.access import caller, client_key, job_json, limits_of
-from gateway.http.params import deadline_seconds, read_json_body, wait_seconds
+from gateway.http.params import deadline_seconds, read_sized_json_body, wait_seconds
 from gateway.http.responses import ORJSONResponse
 from gateway.service import GatewayService
 from gateway.types import JSONObject
@@ -58,15 +60,19 @@ async def submit(request: Request) -> Response:
             f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters",
             code="invalid_parameter",
         )
-    body = await read_json_body(request, settings.max_body_bytes)
-    contract.validate_request(body)
-    job = await service.submit(contract, body, key, deadline, owner=principal.subject)
-    headers = {"Location": f"/v1/jobs/{job.id}"}
+    body, size = await read_sized_json_body(request, settings.max_body_bytes)
+    await contract.check_request(body, size)
     if wait:
-        with limits_of(request).waiting(client_key(request, principal)):
+        service.check_capacity()
+    # A wait takes its slot before the job is made: a 429 or 503 after it would leave a job
+    # whose id the client never learns.
+    with limits_of(request).waiting(client_key(request, principal)) if wait else nullcontext():
+        job = await service.submit(contract, body, key, deadline, owner=principal.subject)
+        if wait:
             job = await service.wait_for_job(job.id, wait)
-        if "wait" not in request.query_params:
-            headers["Preference-Applied"] = f"wait={wait:g}"
+    headers = {"Location": f"/v1/jobs/{job.id}"}
+    if wait and "wait" not in request.query_params:
+        headers["Preference-Applied"] = f"wait={wait:g}"
     return ORJSONResponse(
         job_json(request, job), status_code=200 if job.terminal else 202, headers=headers
     )
