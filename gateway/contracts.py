@@ -229,7 +229,7 @@ class ContractFolder:
                 raise ContractError(f"{where}: not valid JSON: {exc}") from exc
             relative = path.relative_to(directory)
             if is_shared_file(relative):
-                _check_shared(where, document)
+                _check_schema_file(where, document, "shared definitions file")
             self.documents[path] = document
             if not isinstance(document, dict):
                 continue  # no schema: a contract says so when loaded
@@ -262,18 +262,21 @@ class ContractFolder:
         )
 
 
-def _check_shared(where: str, document: JSON) -> None:
+def _check_schema_file(where: str, document: JSON, kind: str) -> JSONObject:
+    """`document`, if it is a draft-07 JSON Schema object; `kind` says what it should be
+    ("contract", "shared definitions file")."""
     if not isinstance(document, dict):
-        raise ContractError(f"{where}: a shared definitions file is a JSON object")
+        raise ContractError(f"{where}: a {kind} is a JSON object")
     declared = document.get("$schema", DRAFT_07)
     if not isinstance(declared, str) or declared.rstrip("#") != DRAFT_07.rstrip("#"):
-        raise ContractError(f"{where}: shared definitions are draft-07 JSON Schema")
+        raise ContractError(f"{where}: a {kind} is draft-07 JSON Schema, not {declared}")
     try:
         Draft7Validator.check_schema(document)
     except SchemaError as exc:
         raise ContractError(
             f"{where}: invalid JSON Schema at {json_pointer(exc.path)}: {exc.message}"
         ) from exc
+    return document
 
 
 class _Bundler:
@@ -373,18 +376,7 @@ def load_contract(path: Path, folder: ContractFolder | None = None) -> Contract:
         raise ContractError(f"{where}: {op!r} is not a valid operation name")
     if folder is None:
         folder = ContractFolder(path.parent)
-    document = folder.documents[path]
-    if not isinstance(document, dict):
-        raise ContractError(f"{where}: a contract is a JSON object")
-    declared = document.get("$schema", DRAFT_07)
-    if declared.rstrip("#") != DRAFT_07.rstrip("#"):
-        raise ContractError(f"{where}: contracts are draft-07 JSON Schema, not {declared}")
-    try:
-        Draft7Validator.check_schema(document)
-    except SchemaError as exc:
-        raise ContractError(
-            f"{where}: invalid JSON Schema at {json_pointer(exc.path)}: {exc.message}"
-        ) from exc
+    document = _check_schema_file(where, folder.documents[path], "contract")
     definitions = document.get("definitions")
     if not isinstance(definitions, dict):
         raise ContractError(f"{where}: missing `definitions`")

@@ -69,6 +69,9 @@ def error_response_bytes(error: GatewayError) -> bytes:
 
 
 class GatewayHttpProtocol(HttpToolsProtocol):
+    # Slots, not the instance dict: an idle waiter's connection costs less memory.
+    __slots__ = ("_deadline", "_head_bytes", "_in_head", "_lingered", "_lingering", "limits")
+
     def __init__(self, *args: Any, limits: HttpLimits, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.limits = limits
@@ -97,14 +100,16 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             return
         if self._in_head:
             self._head_bytes += len(data)
-            if self._deadline is None:  # the first byte of a request on a kept-alive connection
-                self._arm(self.limits.header_timeout)
         super().data_received(data)
         if self.transport.is_closing() or self._lingering:
             return
+        # Timers only for what one read did not complete: a request that comes whole (the
+        # usual case on a kept-alive connection) arms none.
         if self._in_head:
             if self._head_bytes > self.limits.max_header_bytes:
                 self._refuse(self._headers_too_large())
+            elif self._head_bytes and self._deadline is None:
+                self._arm(self.limits.header_timeout)
         elif self._deadline is None:
             self._arm(self.limits.body_timeout)
 
