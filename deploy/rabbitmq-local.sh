@@ -3,9 +3,9 @@
 # touches a system RabbitMQ. Used by `make run` and by the test harness; runnable by hand.
 #
 #   deploy/rabbitmq-local.sh install   # apt-get install rabbitmq-server (when root and missing)
-#   deploy/rabbitmq-local.sh start     # start the node in the background and wait until it serves
-#   deploy/rabbitmq-local.sh stop      # stop it (graceful)
-#   deploy/rabbitmq-local.sh status    # exit 0 when the node runs
+#   deploy/rabbitmq-local.sh start     # start the node (in a session of its own); wait until it serves
+#   deploy/rabbitmq-local.sh stop      # stop it (graceful), and its epmd: nothing is left running
+#   deploy/rabbitmq-local.sh status    # exit 0 when the node runs (starts nothing)
 #   deploy/rabbitmq-local.sh url       # print the AMQP URL of the node
 #   deploy/rabbitmq-local.sh ctl ARGS  # rabbitmqctl ARGS against the node
 #
@@ -17,6 +17,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
 dir=${RABBITMQ_LOCAL_DIR:-$root/var/rabbitmq}
+case $dir in /*) ;; *) dir=$PWD/$dir ;; esac  # absolute: running() finds it in the VM's arguments
 port=${RABBITMQ_LOCAL_PORT:-5673}
 dist_port=${RABBITMQ_LOCAL_DIST_PORT:-$((port + 20000))}
 epmd_port=${RABBITMQ_LOCAL_EPMD_PORT:-4370}
@@ -50,6 +51,7 @@ CONF
     export RABBITMQ_ADVANCED_CONFIG_FILE=$dir/advanced.config
     export RABBITMQ_ENABLED_PLUGINS_FILE=$dir/enabled_plugins
     export RABBITMQ_CONF_ENV_FILE=$dir/rabbitmq-env.conf
+    export ERL_CRASH_DUMP=$dir/log/erl_crash.dump  # a failed start's dump: not in the caller's cwd
 }
 
 install() {
@@ -59,9 +61,17 @@ install() {
     "$here/install-system-deps.sh" rabbitmq-server >&2
 }
 
+# Is this directory's node alive? Asked of its pid file and /proc (the VM runs with
+# `-home $dir`), not of rabbitmqctl: its Erlang VM would start an epmd when none is there.
+running() {
+    local pid
+    pid=$(cat "$dir/rabbitmq.pid" 2>/dev/null) && [ -n "$pid" ] || return 1
+    tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | grep -qxF -- "$dir"
+}
+
 status() {
     node_env
-    "$bin/rabbitmqctl" -q status >/dev/null 2>&1
+    running && "$bin/rabbitmqctl" -q status >/dev/null 2>&1
 }
 
 start() {
@@ -69,7 +79,9 @@ start() {
     node_env
     if status; then echo "RabbitMQ node $RABBITMQ_NODENAME already running on port $port" >&2; return 0; fi
     rm -f "$RABBITMQ_PID_FILE"
-    nohup "$bin/rabbitmq-server" >"$dir/log/console.log" 2>&1 </dev/null &
+    # A session of its own: a process-group kill of the caller (Ctrl-C, or killing
+    # `make run`'s group) leaves the node up; `stop` ends it.
+    setsid nohup "$bin/rabbitmq-server" >"$dir/log/console.log" 2>&1 </dev/null &
     if ! "$bin/rabbitmqctl" -q wait --timeout 120 "$RABBITMQ_PID_FILE" >/dev/null 2>&1; then
         echo "RabbitMQ did not start; see $dir/log/" >&2
         tail -n 30 "$dir/log/console.log" >&2 || true
@@ -80,9 +92,16 @@ start() {
 
 stop() {
     node_env
-    if status; then "$bin/rabbitmqctl" -q stop "$RABBITMQ_PID_FILE" >/dev/null 2>&1 || true; fi
-    # The node's own epmd (on our private port) is left to exit with it.
-    epmd -port "$epmd_port" -kill >/dev/null 2>&1 || true
+    # `stop PID_FILE` returns once the VM has exited.
+    if running; then "$bin/rabbitmqctl" -q stop "$RABBITMQ_PID_FILE" >/dev/null 2>&1 || true; fi
+    # epmd outlives the VMs that started it (the node's, or rabbitmqctl's): end the one on
+    # this node's private port, and so never another node's. It refuses while a node is
+    # still registered with it, which the one just stopped may be for a moment: retry a bit.
+    for _ in 1 2 3 4 5 6 7 8 9 10; do
+        epmd -port "$epmd_port" -names >/dev/null 2>&1 || break  # none there (starts none)
+        epmd -port "$epmd_port" -kill >/dev/null 2>&1 || true
+        sleep 0.2
+    done
 }
 
 case "${1:-}" in

@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
 # `make run`: RabbitMQ (yours, if GATEWAY_BROKER_URL reaches one; else a project-local
-# node), the gateway on GATEWAY_PORT (default 8000), and the example workers.
-# Ctrl-C stops the gateway and workers; the local node keeps running
+# node), the gateway on GATEWAY_PORT (default 8000), the example workers, and the browser
+# example (examples/browser/) on GATEWAY_EXAMPLE_PORT (default 8001), whose origin is added
+# to GATEWAY_CORS_ORIGINS. Ctrl-C (or killing this script's process group) stops the
+# gateway, workers and example; the local node keeps running in a session of its own
 # (deploy/rabbitmq-local.sh stop ends it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=.venv/bin
 port=${GATEWAY_PORT:-8000}
+example_port=${GATEWAY_EXAMPLE_PORT:-8001}
+example_url="http://127.0.0.1:$example_port/"
+# The page's origin, by either name a browser may use for it, on top of the caller's.
+export GATEWAY_CORS_ORIGINS="${GATEWAY_CORS_ORIGINS:+$GATEWAY_CORS_ORIGINS }http://127.0.0.1:$example_port http://localhost:$example_port"
 
 reachable() {  # is there an AMQP listener at this URL?
     "$bin/python" - "$1" <<'PY'
@@ -34,7 +40,8 @@ fi
 export GATEWAY_BROKER_URL
 
 pids=()
-cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
+extras=()  # stopped with the rest, but their end does not end `make run`
+cleanup() { kill "${pids[@]}" "${extras[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
 trap cleanup EXIT INT TERM
 
 "$bin/gateway" serve --port "$port" &
@@ -48,6 +55,10 @@ if perl -MAnyEvent::RabbitMQ -e1 2>/dev/null; then
     perl examples/perl/text_upper.pl &
     pids+=($!)
 fi
+
+# The browser example: the page and the JS client, on a port (an origin) of their own.
+"$bin/python" examples/browser/serve.py --port "$example_port" --gateway "http://127.0.0.1:$port" &
+extras+=($!)
 
 ready=no
 for _ in $(seq 100); do
@@ -67,6 +78,7 @@ and echo (Python) and text.upper (Perl). Try:
   curl -si -H 'Content-Type: application/json' -d '{"title": "Q3", "sections": 4}' http://127.0.0.1:$port/v1/ops/report.generate
   curl -s "http://127.0.0.1:$port\$LOCATION?wait=30"      # LOCATION from the line above
   curl -sN -H 'Accept: text/event-stream' "http://127.0.0.1:$port\$LOCATION/events"
+The browser example (a report's progress, live): open $example_url
 Press Ctrl-C to stop.
 MSG
 wait -n "${pids[@]}"

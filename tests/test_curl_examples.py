@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 
 import orjson
 
@@ -50,3 +52,36 @@ async def test_sse_stream(polyglot: Polyglot) -> None:
     assert ids == [str(n) for n in range(1, len(ids) + 1)]
     assert types[0] == "queued" and types[-1] == "result"
     assert types.count("progress") == 3
+
+
+def readme_try_it() -> str:
+    """The shell block of README.md's "Try it" section, as a user pastes it."""
+    section = (ROOT / "README.md").read_text().split("\n## Try it\n", 1)[1]
+    return section.split("```sh\n", 1)[1].split("```", 1)[0]
+
+
+async def test_readme_try_it(polyglot: Polyglot) -> None:
+    script = readme_try_it().replace("http://127.0.0.1:8000", polyglot.gateway.url)
+    process = await asyncio.create_subprocess_exec(
+        "bash",
+        "-euo",
+        "pipefail",
+        "-c",
+        script,
+        env=polyglot.env(),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0, err.decode()
+    text = out.decode()
+    # The curls print jobs back to back (and SSE text between): pick out each job.
+    decoder = json.JSONDecoder()
+    jobs = [decoder.raw_decode(text, m.start())[0] for m in re.finditer(r'\{"id":', text)]
+    assert jobs[0]["result"] == {"sum": 5}
+    assert jobs[1]["op"] == "report.generate" and jobs[1]["status"] == "succeeded"
+    assert "event: result" in text
+    # The cancel example cancels a job that is still running, never a finished one.
+    running, cancelled = jobs[-2:]
+    assert running["id"] == cancelled["id"] and running["status"] == "running"
+    assert cancelled["status"] == "cancelled"

@@ -1,13 +1,14 @@
 /**
  * The browser example: submit a report.generate job, then show its events live — each
  * progress step as a list item, then the result. Imports the client by relative URL: no
- * bundler, no build step. Query string: ?gateway=URL (default: this page's origin).
+ * bundler, no build step. Query string: ?gateway=URL (default: http://127.0.0.1:8000, where
+ * `make run` puts the gateway; `make run` serves this page and opens it with ?gateway= set).
  */
 
 import { GatewayClient } from '../../clients/js/src/index.js';
 
 const params = new URLSearchParams(location.search);
-const gateway = new GatewayClient({ baseUrl: params.get('gateway') ?? location.origin });
+const gateway = new GatewayClient({ baseUrl: params.get('gateway') ?? 'http://127.0.0.1:8000' });
 
 const form = document.querySelector('#report-form');
 const statusLine = document.querySelector('#status');
