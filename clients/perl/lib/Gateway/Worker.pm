@@ -3,7 +3,9 @@ package Gateway::Worker;
 # Serve gateway operations from Perl over AMQP, speaking only the pinned wire protocol:
 # consume the queue named after the operation, answer to reply_to with the request's
 # correlation_id and an AMQP type (progress / result / error), then ack the request once
-# RabbitMQ has confirmed the answer.
+# RabbitMQ has confirmed the answer -- or, for long-running operations, say `started`, ack
+# at once and keep the job's lease with heartbeats. Handlers may return a condvar, so the
+# event loop (heartbeats, cancel notices, other jobs) runs while they work.
 
 use strict;
 use warnings;
@@ -13,7 +15,7 @@ use AnyEvent::RabbitMQ;
 use Carp qw(croak);
 use IO::Handle;
 use JSON::PP ();
-use Scalar::Util qw(blessed);
+use Scalar::Util qw(blessed refaddr);
 
 use Gateway::Worker::FieldTable;
 use Gateway::Worker::Failure;
@@ -27,6 +29,11 @@ my $JSON = JSON::PP->new->utf8->canonical->allow_nonref;
 my $QUEUE_RETRY_SECONDS = 0.5;
 my $MAX_RECONNECT_SECONDS = 30;
 my $SHUTDOWN_GRACE_SECONDS = 5;
+# The gateway's fanout exchange of cancel notices, and how many cancelled ids to remember
+# (to skip their requests should they arrive after the notice).
+my $CANCEL_EXCHANGE = 'gateway.cancel';
+my $REMEMBERED_CANCELS = 10_000;
+my $DEFAULT_LEASE_SECONDS = 120;
 
 sub new {
     my ($class, %args) = @_;
@@ -36,6 +43,9 @@ sub new {
         prefetch   => delete $args{prefetch} // 1,
         log        => delete $args{log} // sub { print STDERR "gateway-worker: @_\n" },
         operations => [],
+        running    => {},    # job id => { refaddr => job } of the jobs being worked on
+        cancelled  => {},    # job ids the gateway cancelled, the latest $REMEMBERED_CANCELS
+        cancelled_order => [],
     }, $class;
     croak "unknown arguments: @{[ sort keys %args ]}" if %args;
     croak 'prefetch must be a positive integer' unless $self->{prefetch} =~ /\A[1-9][0-9]*\z/;
@@ -43,13 +53,18 @@ sub new {
     return $self;
 }
 
-# Register a handler: sub { my ($request, $job) = @_; ...; return $result }.
+# Register a handler: sub { my ($request, $job) = @_; ...; return $result_or_condvar },
+# with options long_running => 1 and prefetch => N.
 sub operation {
-    my ($self, $op, $handler) = @_;
+    my ($self, $op, $handler, %options) = @_;
     croak 'operation needs a name' unless defined $op && !ref $op && length $op;
     croak "the handler of $op must be a code reference" unless ref $handler eq 'CODE';
     croak "operation $op is registered twice" if grep { $_->{op} eq $op } @{ $self->{operations} };
-    push @{ $self->{operations} }, { op => $op, handler => $handler };
+    my $long_running = delete $options{long_running};
+    my $prefetch = delete $options{prefetch} // $self->{prefetch};
+    croak "unknown options of $op: @{[ sort keys %options ]}" if %options;
+    croak "the prefetch of $op must be a positive integer" unless $prefetch =~ /\A[1-9][0-9]*\z/;
+    push @{ $self->{operations} }, { op => $op, handler => $handler, long_running => !!$long_running, prefetch => $prefetch };
     return $self;
 }
 
@@ -128,6 +143,8 @@ sub _start_consumers {
         STDOUT->flush;
     });
     $waiting->begin;
+    $waiting->begin;
+    $self->_listen_for_cancels($connection, sub { $waiting->end });
     for my $operation (@{ $self->{operations} }) {
         $waiting->begin;
         $self->_consume($connection, $operation, sub { $waiting->end });
@@ -157,7 +174,7 @@ sub _consume {
                 },
                 on_success => sub {
                     $channel->confirm(on_failure => $failed, on_success => sub {
-                        $channel->qos(prefetch_count => $self->{prefetch}, on_failure => $failed, on_success => sub {
+                        $channel->qos(prefetch_count => $operation->{prefetch}, on_failure => $failed, on_success => sub {
                             $channel->consume(
                                 queue      => $op,
                                 no_ack     => 0,
@@ -171,6 +188,66 @@ sub _consume {
             );
         },
     );
+}
+
+# Cancel notices: the exchange is the gateway's (declared passively, as the queues, since a
+# least-privilege worker user may not declare it); our own exclusive, server-named queue.
+sub _listen_for_cancels {
+    my ($self, $connection, $listening) = @_;
+    my $failed = sub { $self->{log}->("cannot listen for cancel notices: @_") };
+    $connection->open_channel(
+        on_failure => $failed,
+        on_success => sub {
+            my ($channel) = @_;
+            $channel->declare_exchange(
+                exchange   => $CANCEL_EXCHANGE,
+                passive    => 1,
+                on_failure => sub {
+                    $self->{log}->("exchange $CANCEL_EXCHANGE not declared yet (is the gateway up?)");
+                    my $timer; $timer = AnyEvent->timer(after => $QUEUE_RETRY_SECONDS, cb => sub {
+                        undef $timer;
+                        $self->_listen_for_cancels($connection, $listening) if $connection->is_open;
+                    });
+                },
+                on_success => sub {
+                    $channel->declare_queue(exclusive => 1, auto_delete => 1, on_failure => $failed, on_success => sub {
+                        my $queue = shift->method_frame->queue;
+                        $channel->bind_queue(
+                            queue => $queue, exchange => $CANCEL_EXCHANGE, routing_key => '',
+                            on_failure => $failed,
+                            on_success => sub {
+                                $channel->consume(
+                                    queue      => $queue,
+                                    no_ack     => 1,
+                                    on_failure => $failed,
+                                    on_consume => sub { $self->_cancel_notice(shift) },
+                                    on_success => $listening,
+                                );
+                            },
+                        );
+                    });
+                },
+            );
+        },
+    );
+}
+
+# A notice names the job in correlation_id (type `cancel`): remember it, stop its work.
+sub _cancel_notice {
+    my ($self, $delivery) = @_;
+    my $properties = $delivery->{header};
+    my $id = $properties->correlation_id;
+    my $type = $properties->type;
+    return unless defined $id && length $id && (!defined $type || $type eq 'cancel');
+    unless ($self->{cancelled}{$id}++) {
+        push @{ $self->{cancelled_order} }, $id;
+        delete $self->{cancelled}{ shift @{ $self->{cancelled_order} } }
+            while @{ $self->{cancelled_order} } > $REMEMBERED_CANCELS;
+    }
+    for my $job (values %{ $self->{running}{$id} // {} }) {
+        $self->{log}->("job $id cancelled by the gateway");
+        $job->_cancel('cancelled');
+    }
 }
 
 sub _shut_down {
@@ -195,7 +272,9 @@ sub _handle {
 
     my $answer = sub {
         my ($type, $data, %confirm) = @_;
-        return unless defined $reply_to && length $reply_to;
+        # After a reconnection the job's channel is gone: a quick job's request comes
+        # again; a long one's lease runs out (worker_lost).
+        return unless defined $reply_to && length $reply_to && $channel->is_open;
         $channel->publish(
             exchange    => '',
             routing_key => $reply_to,
@@ -218,41 +297,102 @@ sub _handle {
         headers => $properties->headers // {},
         answer  => $answer,
     );
-    if (defined $job->deadline && $job->deadline < AnyEvent->time) {
-        return $ack->();    # expired in the queue: the gateway has said so already
+    if ($self->{cancelled}{ $job->id } || (defined $job->deadline && $job->deadline < AnyEvent->time)) {
+        return $ack->();    # cancelled or expired already: the gateway has said so
+    }
+    if ($operation->{long_running}) {
+        # From here on the lease, not the unacked request, guards the job: RabbitMQ's
+        # consumer timeout never fires, however long it runs.
+        $job->started;
+        $ack->();
     }
 
-    my ($type, $data) = $self->_run($operation, $job, $delivery->{body} ? $delivery->{body}->payload : '');
-    return $ack->() unless defined $reply_to && length $reply_to;
-    # Only with the answer confirmed by RabbitMQ is the request done with; if the broker
-    # refuses it, requeue the request so that it is answered again.
-    $answer->($type, $data,
-        on_ack  => $ack,
-        on_nack => sub {
-            $self->{log}->("the answer to job @{[ $job->id ]} was refused; requeueing the request");
-            $channel->reject(delivery_tag => $tag, requeue => 1) if $channel->is_open;
-        },
-    );
+    $self->_run($operation, $job, $delivery->{body} ? $delivery->{body}->payload : '', sub {
+        my ($type, $data) = @_;
+        if (!defined $type) {    # cancelled or expired: nothing to say
+            $ack->() unless $operation->{long_running};
+        }
+        elsif ($operation->{long_running}) {
+            $answer->($type, $data, on_ack => sub {}, on_nack => sub {
+                $self->{log}->("the answer to job @{[ $job->id ]} was refused");
+            });
+        }
+        elsif (!defined $reply_to || !length $reply_to) {
+            $ack->();
+        }
+        else {
+            # Only with the answer confirmed by RabbitMQ is the request done with; if the
+            # broker refuses it, requeue the request so that it is answered again.
+            $answer->($type, $data,
+                on_ack  => $ack,
+                on_nack => sub {
+                    $self->{log}->("the answer to job @{[ $job->id ]} was refused; requeueing the request");
+                    $channel->reject(delivery_tag => $tag, requeue => 1) if $channel->is_open;
+                },
+            );
+        }
+    });
 }
 
-# Run the handler: returns the answer (type and data).
+# Run the handler and call $done->($type, $data) with the answer once -- or $done->()
+# if the job was cancelled or passed its deadline first. While a condvar the handler
+# returned is pending, heartbeats keep the job's lease and the deadline bounds it.
 sub _run {
-    my ($self, $operation, $job, $payload) = @_;
+    my ($self, $operation, $job, $payload, $done) = @_;
     my $request = eval { $JSON->decode($payload) };
-    return error => Gateway::Worker::Failure->new(code => 'invalid_request', message => 'the request is not JSON')->body
+    return $done->(error => Gateway::Worker::Failure->new(code => 'invalid_request', message => 'the request is not JSON')->body)
         if $@;
+
+    my ($settled, %timers);
+    my $id = $job->id;
+    my $key = refaddr $job;
+    my $settle = sub {
+        return if $settled++;
+        %timers = ();
+        delete $job->{on_cancel};    # the job is over; and it breaks job -> callback -> job
+        delete $self->{running}{$id}{$key};
+        delete $self->{running}{$id} unless %{ $self->{running}{$id} };
+        $done->(@_);
+    };
+    $self->{running}{$id}{$key} = $job;
+    $job->on_cancel(sub { $settle->() });
+    my $lease = $job->lease_seconds // $DEFAULT_LEASE_SECONDS;
+    $timers{heartbeat} = AnyEvent->timer(after => $lease / 3, interval => $lease / 3, cb => sub { $job->heartbeat });
+    if (defined(my $deadline = $job->deadline)) {
+        $timers{deadline} = AnyEvent->timer(after => _max($deadline - AnyEvent->time, 0), cb => sub {
+            $self->{log}->("job $id passed its deadline; the gateway expires it");
+            $job->_cancel('expired');
+        });
+    }
 
     my $result = eval { $operation->{handler}->($request, $job) };
     if (my $error = $@) {
-        return error => $error->body if blessed $error && $error->isa('Gateway::Worker::Failure');
-        (my $message = "$error") =~ s/\s+\z//;
-        $self->{log}->("job @{[ $job->id ]} ($operation->{op}) failed: $message");
-        return error => { error => { code => 'worker_error', message => $message } };
+        return $settle->($self->_failure($operation, $job, $error));
     }
+    if (blessed $result && $result->isa('AnyEvent::CondVar')) {
+        $result->cb(sub {
+            my $value = eval { $_[0]->recv };
+            $settle->($@ ? $self->_failure($operation, $job, $@) : $self->_result($value));
+        });
+        return;
+    }
+    $settle->($self->_result($result));
+}
+
+sub _result {
+    my ($self, $result) = @_;
     unless (eval { $JSON->encode($result); 1 }) {
         return error => { error => { code => 'worker_error', message => "the handler's result is not JSON: $@" } };
     }
     return result => $result;
+}
+
+sub _failure {
+    my ($self, $operation, $job, $error) = @_;
+    return error => $error->body if blessed $error && $error->isa('Gateway::Worker::Failure');
+    (my $message = "$error") =~ s/\s+\z//;
+    $self->{log}->("job @{[ $job->id ]} ($operation->{op}) failed: $message");
+    return error => { error => { code => 'worker_error', message => $message } };
 }
 
 sub _close_reason {
@@ -270,6 +410,7 @@ sub _unescape {
 }
 
 sub _min { $_[0] < $_[1] ? $_[0] : $_[1] }
+sub _max { $_[0] > $_[1] ? $_[0] : $_[1] }
 
 1;
 
@@ -309,7 +450,8 @@ answer to;
 C<correlation_id>, a JSON body and the AMQP C<type> C<progress>, C<result> or C<error>;
 
 =item * it acks the request only once RabbitMQ has confirmed the final answer (publisher
-confirms), so a worker killed mid-job leaves the request to be redelivered;
+confirms), so a worker killed mid-job leaves the request to be redelivered -- except for
+long-running operations, which follow the lease pattern (below);
 
 =item * every answer carries the AMQP C<user_id> of the worker's broker user (RabbitMQ
 refuses any other), so a gateway run with C<--worker-users> accepts it as coming from a
@@ -318,15 +460,49 @@ worker of that operation.
 =back
 
 A handler gets the request (decoded JSON) and a L<Gateway::Worker::Job>, and returns the
-result (any Perl structure that encodes as JSON). C<< $job->progress({...}) >> sends a
-progress event. To fail the job, C<die> with a L<Gateway::Worker::Failure>: the error
-answer carries its code and message. Any other die becomes an error answer with code
-C<worker_error>; a request that is not JSON is answered with C<invalid_request>. A request
-whose C<x-deadline> has passed is acked without an answer (the gateway expires the job).
+result (any Perl structure that encodes as JSON), or an L<AnyEvent> condvar that delivers
+it later (C<< $cv->send($result) >>; C<< $cv->croak($failure) >> fails the job).
+C<< $job->progress({...}) >> sends a progress event. To fail the job, C<die> with a
+L<Gateway::Worker::Failure>: the error answer carries its code and message. Any other die
+becomes an error answer with code C<worker_error>; a request that is not JSON is answered
+with C<invalid_request>.
 
-Handlers run one at a time, in the worker's event loop; run several worker processes for
-parallelism. A handler that works for a long time should send C<progress> or
-C<heartbeat> now and then (see L<Gateway::Worker::Job/heartbeat>).
+=head2 Not blocking the event loop
+
+Handlers run in the worker's event loop. One that returns at once is fine; one that
+works for long should return a condvar and do its work from AnyEvent watchers, so that
+while it works the worker sends heartbeats, hears cancel notices and runs other jobs (up
+to C<prefetch> of each operation at once). Blocking code (a CPU-bound loop, a
+synchronous library) goes into a child process with C<fork_call> from L<AnyEvent::Util>
+(part of AnyEvent):
+
+    use AnyEvent::Util qw(fork_call);
+
+    $worker->operation('report.generate' => sub {
+        my ($request, $job) = @_;
+        my $done = AnyEvent->condvar;
+        fork_call { build_report($request) }    # in a child: may block
+            sub { @_ ? $done->send($_[0]) : $done->croak($@) };
+        return $done;
+    }, long_running => 1);
+
+=head2 Long jobs, cancels and deadlines
+
+With C<< long_running => 1 >> the worker follows the gateway's lease pattern: it sends
+C<started> and acks the request at once (so RabbitMQ's consumer timeout never fires,
+however long the job runs), and the job's lease guards it: while the handler's condvar
+is pending the worker sends a C<heartbeat> every third of the lease (header
+C<x-lease-seconds>, default 120 s). If the worker dies, the gateway fails the job with
+C<worker_lost> once the lease runs out. Without it (quick jobs) the request is acked only
+after the answer is confirmed, so a worker killed mid-job leaves it to be redelivered.
+
+The worker listens on the gateway's C<gateway.cancel> fanout exchange (declared
+passively: it waits for a gateway to have declared it) with an exclusive queue of its
+own. On a notice for a job it works on, C<< $job->cancelled >> becomes true, the
+job's C<on_cancel> callbacks run, and the worker sends nothing more for it (a quick job's
+request is acked). Requests of recently cancelled jobs are acked unrun. The same happens
+when a running job passes its deadline (header C<x-deadline>); a request whose deadline
+has passed before it arrives is acked without an answer (the gateway expires the job).
 
 When the worker consumes, it prints C<serving OP[, OP...]> on STDOUT (flushed), again
 after each reconnection. Logs go to STDERR.
@@ -340,9 +516,12 @@ URL-decoded, and an empty path means the vhost C</> (write C</%2F> explicitly to
 C<prefetch> is how many requests RabbitMQ hands the worker ahead of time (default 1).
 C<log> receives log lines (default: STDERR).
 
-=head2 operation($op => sub { my ($request, $job) = @_; ... })
+=head2 operation($op => sub { my ($request, $job) = @_; ... }, %options)
 
-Registers the handler of operation C<$op>. Returns the worker, so calls chain.
+Registers the handler of operation C<$op>. Returns the worker, so calls chain. Options:
+C<< long_running => 1 >> (the lease pattern, above) and C<< prefetch => N >> (how many
+of its requests RabbitMQ hands the worker ahead of time, so how many may run at once;
+default the worker's C<prefetch>).
 
 =head2 run
 

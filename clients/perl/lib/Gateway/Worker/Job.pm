@@ -57,6 +57,35 @@ sub heartbeat {
     return;
 }
 
+# Why the worker stopped waiting for this job ('cancelled' or 'expired'), or undef.
+sub cancelled { $_[0]{cancelled} }
+
+# Call $callback->($job, $reason) once the job is cancelled (at once if it already is).
+sub on_cancel {
+    my ($self, $callback) = @_;
+    croak 'on_cancel needs a code reference' unless ref $callback eq 'CODE';
+    return $self->_call_back($callback) if defined $self->{cancelled};
+    push @{ $self->{on_cancel} }, $callback;
+    return;
+}
+
+# The worker's side: the gateway cancelled the job, or its deadline passed.
+sub _cancel {
+    my ($self, $reason) = @_;
+    return if defined $self->{cancelled};
+    $self->{cancelled} = $reason;
+    $self->_call_back($_) for @{ delete $self->{on_cancel} // [] };
+    return;
+}
+
+# A callback that dies must not take the worker's event loop down with it.
+sub _call_back {
+    my ($self, $callback) = @_;
+    eval { $callback->($self, $self->{cancelled}); 1 }
+        or warn "gateway-worker: job $self->{id}: an on_cancel callback died: $@";
+    return;
+}
+
 1;
 
 __END__
@@ -102,9 +131,19 @@ Sends a C<started> answer: the job is running.
 
 =head2 heartbeat
 
-Sends a C<heartbeat> answer: keeps a long job's lease alive, adds no event. Handlers run
-one at a time and block the worker's event loop, so a handler that works for minutes
-should call C<heartbeat> or C<progress> now and then; doing so also keeps the AMQP
-connection busy enough for RabbitMQ's heartbeat check.
+Sends a C<heartbeat> answer: keeps a long job's lease alive, adds no event. The worker
+sends them for you (every third of the lease) while a handler's condvar is pending; a
+handler that blocks the event loop for long should call it now and then itself.
+
+=head2 cancelled
+
+Undef while the worker waits for the job; C<'cancelled'> once the gateway has cancelled
+it (a notice on C<gateway.cancel>), C<'expired'> once its deadline has passed. From then
+on the worker sends nothing for the job, whatever the handler still does.
+
+=head2 on_cancel(sub { my ($job, $reason) = @_; ... })
+
+Calls the code once the job is cancelled or expired (at once if it already is): the place
+to stop timers, kill a child process, and so on. A callback that dies is logged.
 
 =cut

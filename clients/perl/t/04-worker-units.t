@@ -1,0 +1,48 @@
+# Gateway::Worker's parts that need no broker: operation options, and how a job learns
+# that it was cancelled.
+use strict;
+use warnings;
+
+use Gateway::Worker;
+use Gateway::Worker::Job;
+use Test::More;
+
+subtest 'operation options' => sub {
+    my $worker = Gateway::Worker->new(broker_url => 'amqp://h/');
+    ok $worker->operation('a' => sub {}, long_running => 1, prefetch => 3), 'long_running and prefetch';
+    eval { $worker->operation('b' => sub {}, lease => 3) };
+    like $@, qr/unknown options of b: lease/, 'croaks on an unknown option';
+    eval { $worker->operation('c' => sub {}, prefetch => 0) };
+    like $@, qr/prefetch of c must be a positive integer/, 'croaks on a bad prefetch';
+};
+
+subtest 'a job hears of its cancel once' => sub {
+    my @said;
+    my $job = Gateway::Worker::Job->new(id => 'j1', op => 'o', answer => sub { push @said, [@_] });
+    is $job->cancelled, undef, 'not cancelled at first';
+    my @heard;
+    $job->on_cancel(sub { push @heard, [$_[0]->id, $_[1]] });
+    $job->_cancel('cancelled');
+    $job->_cancel('expired');    # the first reason stands
+    is $job->cancelled, 'cancelled', 'cancelled, with its reason';
+    is_deeply \@heard, [['j1', 'cancelled']], 'the callback ran once';
+    $job->on_cancel(sub { push @heard, 'late' });
+    is $heard[-1], 'late', 'a callback added afterwards runs at once';
+    my $warning = '';
+    local $SIG{__WARN__} = sub { $warning .= shift };
+    my $other = Gateway::Worker::Job->new(id => 'j2', op => 'o', answer => sub {});
+    $other->on_cancel(sub { die "boom\n" });
+    $other->_cancel('expired');
+    like $warning, qr/j2: an on_cancel callback died: boom/, 'a dying callback is logged, not fatal';
+    eval { $job->on_cancel('no') };
+    like $@, qr/needs a code reference/, 'croaks without code';
+};
+
+subtest 'lease and deadline headers' => sub {
+    my $job = Gateway::Worker::Job->new(id => 'j', op => 'o', answer => sub {},
+        headers => { 'x-lease-seconds' => 2, 'x-deadline' => 1_700_000_000_500 });
+    is $job->lease_seconds, 2, 'lease from x-lease-seconds';
+    is $job->deadline, 1_700_000_000.5, 'deadline from x-deadline (ms) in seconds';
+};
+
+done_testing;
