@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import orjson
 from jsonschema import Draft7Validator
-from jsonschema.exceptions import SchemaError, ValidationError, best_match, relevance
+from jsonschema.exceptions import SchemaError, ValidationError, best_match
 from jsonschema_specifications import REGISTRY as SPECIFICATIONS  # type: ignore[import-untyped]
 from referencing import Registry, Resource
 from referencing.exceptions import PointerToNowhere, Unresolvable
@@ -104,18 +104,35 @@ def json_pointer(path: Iterator[Any] | Any) -> str:
     return "".join("/" + p for p in parts)
 
 
+WEAK_KEYWORDS = frozenset({"anyOf", "oneOf"})
+""""None of the alternatives matched": less telling than another error at the same place."""
+
+
+def _segment_key(segment: str) -> tuple[int, int, str]:
+    # Array indices (canonical non-negative integers) by number, so /items/2 comes before
+    # /items/10; names by code point. The JS and Perl clients compare the same way.
+    if segment.isascii() and segment.isdigit() and (segment == "0" or segment[0] != "0"):
+        return (0, int(segment), "")
+    return (1, 0, segment)
+
+
+def detail_order(path: list[str], keyword: str) -> tuple[object, ...]:
+    """The order of details, most relevant first, the same in every client: shallower
+    paths first (a problem with the whole before one inside it), then document order
+    (segment by segment, see `_segment_key`), then, at one place, anything before a weak
+    keyword (`anyOf`, `oneOf`). Errors equal on all three keep the validator's order."""
+    return (len(path), [_segment_key(p) for p in path], keyword in WEAK_KEYWORDS)
+
+
 def validation_details(errors: Iterable[ValidationError]) -> list[JSONObject]:
-    """Most relevant error first (jsonschema's best_match), then the rest by relevance,
-    among the first `MAX_ERRORS_EXAMINED` errors only (taken lazily: the rest are never
-    computed)."""
-    errors = list(itertools.islice(errors, MAX_ERRORS_EXAMINED))
-    if not errors:
-        return []
-    best = best_match(errors)
-    rest = sorted((e for e in errors if e is not best), key=relevance, reverse=True)
+    """The first `MAX_ERRORS_EXAMINED` errors (taken lazily: the rest are never computed),
+    sorted by `detail_order`, at most `MAX_DETAILS` of them. A missing property is
+    reported at the object's path, an unexpected one too (one detail per object)."""
+    examined = list(itertools.islice(errors, MAX_ERRORS_EXAMINED))
+    examined.sort(key=lambda e: detail_order([str(p) for p in e.absolute_path], str(e.validator)))
     return [
         {"path": json_pointer(e.absolute_path), "message": e.message}
-        for e in [best, *rest][:MAX_DETAILS]
+        for e in examined[:MAX_DETAILS]
     ]
 
 

@@ -7,6 +7,9 @@ real processes. The JS and Perl suites get its coordinates through the environme
     GATEWAY_SCHEMAS      the repository's schemas/ folder (contracts and vectors)
     GATEWAY_PAGE_ORIGIN  http://127.0.0.1:PORT  (an origin the gateway allows by CORS,
                                                  for a browser test to serve its page on)
+    GATEWAY_AUTH_URL     a second gateway, with auth on (no workers: its jobs stay queued
+                         until cancelled), for the clients' job token tests
+    GATEWAY_AUTH_TOKEN   an API key of that gateway with every scope
 """
 
 from __future__ import annotations
@@ -17,9 +20,12 @@ import secrets
 import sys
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+import orjson
+
+from gateway.auth import AuthSettings
 from gateway.config import Settings
 from tests.support import ROOT, RabbitNode, RunningGateway, free_port, serve_gateway
 
@@ -33,6 +39,8 @@ class Polyglot:
     gateway: RunningGateway
     broker_url: str
     page_origin: str
+    auth_gateway: RunningGateway
+    auth_token: str
 
     def env(self) -> dict[str, str]:
         return {
@@ -41,6 +49,8 @@ class Polyglot:
             "GATEWAY_BROKER_URL": self.broker_url,
             "GATEWAY_SCHEMAS": str(ROOT / "schemas"),
             "GATEWAY_PAGE_ORIGIN": self.page_origin,
+            "GATEWAY_AUTH_URL": self.auth_gateway.url,
+            "GATEWAY_AUTH_TOKEN": self.auth_token,
             "PERL5LIB": os.pathsep.join(
                 filter(None, [str(ROOT / "clients/perl/lib"), os.environ.get("PERL5LIB")])
             ),
@@ -94,7 +104,19 @@ async def polyglot_gateway(rabbit: RabbitNode, tmp: Path) -> AsyncIterator[Polyg
     ops = {name: name for name in ("math.add", "report.generate", "echo", "text.upper")}
     async with AsyncExitStack() as stack:
         gateway = await stack.enter_async_context(serve_gateway(settings, ops))
-        polyglot = Polyglot(gateway, broker_url, page_origin)
+        auth_token = secrets.token_urlsafe(16)
+        keys = tmp / "keys.json"
+        keys.write_bytes(
+            orjson.dumps({"keys": [{"key": auth_token, "subject": "suite", "scopes": ["ops:*"]}]})
+        )
+        auth_settings = replace(
+            settings,
+            broker_url=rabbit.add_vhost("clients-auth-" + secrets.token_hex(3)),
+            store_url=f"sqlite:///{tmp / 'auth-store.sqlite3'}",
+            auth=AuthSettings(api_keys_file=keys),
+        )
+        auth_gateway = await stack.enter_async_context(serve_gateway(auth_settings, ops))
+        polyglot = Polyglot(gateway, broker_url, page_origin, auth_gateway, auth_token)
         processes = []
         for script in PYTHON_WORKERS:
             processes.append(

@@ -19,7 +19,7 @@ import aio_pika
 import httpx
 import orjson
 import pytest
-from jsonschema.exceptions import ValidationError, best_match, relevance
+from jsonschema.exceptions import ValidationError
 
 from gateway import contracts as contracts_module
 from gateway.contracts import (
@@ -28,6 +28,7 @@ from gateway.contracts import (
     MAX_ERRORS_EXAMINED,
     Contract,
     ContractRegistry,
+    detail_order,
     validation_details,
 )
 from gateway.errors import InvalidRequest
@@ -106,12 +107,14 @@ def test_every_contract_check_of_a_bomb_is_quick(contract: Contract) -> None:
 
 
 def unbounded_details(errors: list[ValidationError]) -> list[JSONObject]:
-    """The details as computed before the bound (every error collected)."""
-    best = best_match(errors)
-    rest = sorted((e for e in errors if e is not best), key=relevance, reverse=True)
+    """The details as computed without the bound (every error collected), by the rule
+    every client applies (issue 12): `detail_order`."""
+    ordered = sorted(
+        errors, key=lambda e: detail_order([str(p) for p in e.absolute_path], str(e.validator))
+    )
     return [
         {"path": "".join(f"/{p}" for p in e.absolute_path), "message": e.message}
-        for e in [best, *rest][:MAX_DETAILS]
+        for e in ordered[:MAX_DETAILS]
     ]
 
 

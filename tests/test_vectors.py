@@ -6,7 +6,8 @@ import orjson
 import pytest
 from jsonschema import Draft7Validator
 
-from gateway.contracts import ContractRegistry
+from gateway.client import local_validator
+from gateway.contracts import ContractRegistry, load_contract, validation_details
 from tests.support import ROOT
 
 VECTORS = ROOT / "schemas" / "vectors"
@@ -27,18 +28,35 @@ def schema_cases() -> list[object]:
 @pytest.mark.parametrize(("schema", "case"), schema_cases())
 def test_schema_vector(schema: str, case: dict[str, object]) -> None:
     path = ROOT / "schemas" / schema
+    document = orjson.loads(path.read_bytes())
     if schema.startswith("ops/"):
         # Contracts are validated the way the gateway does it.
         contract = ContractRegistry.from_directory(path.parent)[path.stem]
+    elif "definition" in case:
+        contract = load_contract(path)  # contract-shaped, not an operation
+    if "definition" in case:
         validator = {
             "request": contract.request,
             "result": contract.result,
             "progress": contract.progress,
         }[str(case["definition"])]
         assert validator is not None
+        # The Python client validates the contract as served, on its own.
+        local = local_validator(contract.document, str(case["definition"]))
     else:
-        validator = Draft7Validator(orjson.loads(path.read_bytes()))
+        validator = local = Draft7Validator(document)
     assert validator.is_valid(case["data"]) is case["valid"]
+    # Paths and their order, as the gateway reports them (and the client, locally).
+    expected = case.get("details", [])
+    for checker in (validator, local):
+        details = validation_details(checker.iter_errors(case["data"]))
+        assert [d["path"] for d in details] == expected
+
+
+def test_invalid_vectors_pin_their_details() -> None:
+    for path in SCHEMA_FILES:
+        for case in orjson.loads(path.read_bytes())["cases"]:
+            assert ("details" in case) is not case["valid"], (path.name, case["description"])
 
 
 def test_every_example_contract_has_vectors() -> None:

@@ -8,6 +8,7 @@
  * through `ajvValidator(Ajv)`, or leaves `validate` off (the gateway validates anyway).
  */
 
+import { validationDetails } from './details.js';
 import { GatewayError } from './errors.js';
 
 /**
@@ -40,8 +41,21 @@ export function ajvValidator(Ajv) {
     const ref = definition ? `${entry.key}#/definitions/${definition}` : entry.key;
     const check = entry.ajv.getSchema(ref);
     if (!check) throw new Error(`the schema has no ${definition ? `definition ${definition}` : 'root'}`);
-    return (data) => (check(data) ? [] : check.errors.map(detailOf));
+    const target = definition ? schema.definitions?.[definition] : schema;
+    // Ajv decides validity; the places are named as the gateway names them (details.js).
+    return (data) => (check(data) ? [] : placesOf(target, data, schema, check.errors));
   };
+}
+
+/** The gateway's details; Ajv's own if the walk cannot tell (a $ref to another document). */
+function placesOf(target, data, root, ajvErrors) {
+  try {
+    const details = validationDetails(target, data, root);
+    if (details.length > 0) return details;
+  } catch {
+    // fall through to Ajv's list
+  }
+  return ajvErrors.map(detailOf);
 }
 
 /**

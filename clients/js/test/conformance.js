@@ -41,6 +41,10 @@ export async function conformanceChecks({ load, vectorFiles, ajvValidator, Ajv, 
               throw new Error(`detail path is not a JSON pointer: ${JSON.stringify(detail)}`);
             }
           }
+          // The gateway's paths, in the gateway's order (messages are the client's own).
+          const paths = JSON.stringify(details.map((detail) => detail.path));
+          const expected = JSON.stringify(testCase.details ?? []);
+          if (paths !== expected) throw new Error(`expected details at ${expected}, got ${paths}`);
         },
       });
     }

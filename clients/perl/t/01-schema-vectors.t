@@ -7,6 +7,7 @@ use FindBin;
 use lib "$FindBin::Bin/lib";
 
 use File::Basename qw(basename);
+use Gateway::Client::Details qw(validation_details);
 use JSON::Validator::Schema::Draft7;
 use Test::More;
 use TestGateway qw(schemas_dir read_json);
@@ -23,10 +24,16 @@ for my $file (@files) {
         for my $case (@{ $vectors->{cases} }) {
             my $definition = $case->{definition} // '';
             my $validator = $validators{$definition} //= validator_for($schema, $definition);
+            # The gateway's paths, in its order (what validate_request reports). First:
+            # JSON::Validator stringifies the numbers it checks.
+            my $target = length $definition ? $schema->{definitions}{$definition} : $schema;
+            my @details = validation_details($target, $case->{data}, $schema);
             my @errors = $validator->validate($case->{data});
             my $verdict = @errors ? 0 : 1;
             is $verdict, ($case->{valid} ? 1 : 0), $case->{description}
                 or diag explain [map {"$_"} @errors];
+            is_deeply [map { $_->{path} } @details], $case->{details} // [], "$case->{description}: details"
+                or diag explain \@details;
         }
     };
 }

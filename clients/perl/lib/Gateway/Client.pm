@@ -13,6 +13,7 @@ use JSON::PP ();
 use Scalar::Util qw(blessed);
 use Time::HiRes ();
 
+use Gateway::Client::Details ();
 use Gateway::Client::SSE;
 
 our $VERSION = '0.01';
@@ -42,6 +43,7 @@ sub new {
         headers  => delete $args{headers} // {},
         validators => {},    # op => JSON::Validator schema of its request
         contracts  => {},    # op => contract
+        job_tokens => {},    # job id => the job token to read it with (?access_token=)
     }, $class;
     my $http = delete $args{http};
     croak "unknown arguments: @{[ sort keys %args ]}" if %args;
@@ -95,7 +97,7 @@ sub submit {
         headers => \%headers,
         content => $JSON->encode($body),
     );
-    my $result = _with($response, job => $response->{body});
+    my $result = _with($response, job => $self->_remember($response->{body}));
     $result->{location} = $response->{headers}{location} if $response->{ok};
     return $result;
 }
@@ -103,12 +105,13 @@ sub submit {
 sub job {
     my ($self, $id, %opt) = @_;
     _check_name(id => $id);
-    _check_options(\%opt, { wait => 1, after => 1 });
+    _check_options(\%opt, { wait => 1, after => 1, job_token => 1 });
+    $self->{job_tokens}{$id} = $opt{job_token} if defined $opt{job_token};
     my $response = $self->_request(
         GET => '/v1/jobs/' . _escape($id),
-        query => { wait => $opt{wait}, after => $opt{after} },
+        query => { wait => $opt{wait}, after => $opt{after}, access_token => $self->{job_tokens}{$id} },
     );
-    return _with($response, job => $response->{body});
+    return _with($response, job => $self->_remember($response->{body}));
 }
 
 sub cancel {
@@ -163,7 +166,8 @@ sub call {
 sub events {
     my ($self, $id, %opt) = @_;
     _check_name(id => $id);
-    _check_options(\%opt, { map { $_ => 1 } qw(on_event after max_retries) });
+    _check_options(\%opt, { map { $_ => 1 } qw(on_event after max_retries job_token) });
+    $self->{job_tokens}{$id} = $opt{job_token} if defined $opt{job_token};
     my $on_event = $opt{on_event};
     croak 'on_event must be a code reference' if defined $on_event && ref $on_event ne 'CODE';
     my $last_seq = $opt{after} // 0;
@@ -184,7 +188,8 @@ sub events {
             $terminal = 1 if $TERMINAL_EVENT{ $event->{type} };
             $on_event->($event) if $on_event;
         };
-        my $response = $self->_stream('/v1/jobs/' . _escape($id) . '/events', $last_seq, $deliver, \$retry_ms);
+        my $response = $self->_stream(
+            '/v1/jobs/' . _escape($id) . '/events', $last_seq, $deliver, \$retry_ms, $self->{job_tokens}{$id});
         return { ok => 1, status => $response->{status}, events => \@delivered, last_seq => $last_seq }
             if $terminal;
         # An HTTP answer other than the stream (404, 503...) is final; a dropped
@@ -221,9 +226,18 @@ sub validate_request {
         return { %$contract, local => 1 } unless $contract->{ok};
         $validator = $self->{validators}{$op} = _request_validator($contract->{contract});
     }
-    my @errors = $validator->validate($body);
+    # What the gateway will see: the body as JSON, so each value has its JSON type.
+    # (JSON::Validator stringifies the numbers it checks: the walk below gets a copy.)
+    my $text = $JSON->encode($body);
+    my @errors = $validator->validate($JSON->decode($text));
     return unless @errors;
-    my @details = map { { path => $_->path eq '/' ? '' : $_->path, message => $_->message } } @errors;
+    # JSON::Validator decides; the details name the places as the gateway does.
+    my $contract = $self->{contracts}{$op};
+    my @details = eval {
+        Gateway::Client::Details::validation_details($contract->{definitions}{request}, $JSON->decode($text), $contract);
+    };
+    @details = map { { path => $_->path eq '/' ? '' : $_->path, message => $_->message } } @errors
+        unless @details;    # a schema the walk cannot follow (a $ref to another document)
     return {
         ok     => 0,
         status => 422,
@@ -237,6 +251,16 @@ sub validate_request {
 }
 
 # --- internals ----------------------------------------------------------------------
+
+# Keep the job token of a job resource for the job's later reads, unless this client has
+# an Authorization header of its own (which opens them already).
+sub _remember {
+    my ($self, $job) = @_;
+    my $bearer = grep { lc $_ eq 'authorization' } keys %{ $self->{headers} };
+    $self->{job_tokens}{ $job->{id} } = $job->{job_token}
+        if !$bearer && ref $job eq 'HASH' && defined $job->{id} && defined $job->{job_token};
+    return $job;
+}
 
 sub _request_validator {
     my ($contract) = @_;
@@ -264,14 +288,15 @@ sub _request {
 
 # Open the SSE stream once, feeding what arrives to $deliver.
 sub _stream {
-    my ($self, $path, $after, $deliver, $retry_ms) = @_;
+    my ($self, $path, $after, $deliver, $retry_ms, $job_token) = @_;
     my ($sse, $stream_of, $callback_error);
     my %headers = (
         Accept => 'text/event-stream',
         %{ $self->{headers} },
         ($after ? ('Last-Event-ID' => $after) : ()),
     );
-    my $raw = $self->{http}->request(GET => $self->{base_url} . $path . _query({ after => $after }), {
+    my $query = _query({ after => $after, access_token => $job_token });
+    my $raw = $self->{http}->request(GET => $self->{base_url} . $path . $query, {
         headers       => \%headers,
         data_callback => sub {
             my ($chunk, $response) = @_;
@@ -475,10 +500,13 @@ not finished within C<wait>), 200 when C<wait> was given and the job finished in
 C<idempotency_key> sends C<Idempotency-Key>; C<deadline_seconds> sends
 C<X-Deadline-Seconds>. With C<< validate => 1 >> an invalid body is refused locally.
 
-=head2 job($id, wait => $s, after => $seq)
+=head2 job($id, wait => $s, after => $seq, job_token => $token)
 
 C<GET /v1/jobs/{id}>. Adds C<job>. C<wait> alone waits until the job ends; with C<after>
 until it has an event past that C<seq>.
+
+C<job_token> (see JOB TOKENS) reads the job with that token, here and in the job's later
+calls.
 
 =head2 call($op, $body, wait => $s, on_progress => sub { my ($progress, $job) = @_ }, ...)
 
@@ -494,7 +522,7 @@ C<on_progress> is called with the job's latest C<progress> whenever it changes. 
 see the job's latest state, so progress events that come faster than the polls are
 coalesced; use C<events> to see every one.
 
-=head2 events($id, on_event => sub { my ($event) = @_ }, after => $seq, max_retries => 5)
+=head2 events($id, on_event => sub { my ($event) = @_ }, after => $seq, max_retries => 5, job_token => $token)
 
 Follows C<GET /v1/jobs/{id}/events> as Server-Sent Events until the terminal event
 (C<result>, C<error>, C<cancelled> or C<expired>), calling C<on_event> with each event as
@@ -520,6 +548,15 @@ otherwise a response shaped like the gateway's 422:
 C<< { ok => 0, status => 422, local => 1, error => { code => 'invalid_request', message,
 details => [ { path => '/json/pointer', message }, ... ] } } >>. If the contract cannot
 be fetched, that failed response (with C<< local => 1 >>).
+
+=head1 JOB TOKENS
+
+With auth on, every job resource carries a C<job_token> that opens that one job's
+C<GET /v1/jobs/{id}> and C<GET /v1/jobs/{id}/events> as C<?access_token=> (read-only; see
+the gateway's SECURITY.md). C<job> and C<events> take one as C<< job_token => $token >>
+and use it for the job's later calls too. A client without an C<Authorization> header of
+its own also keeps the C<job_token> of every job resource it receives (C<submit>, C<job>)
+and uses it for that job's C<job> and C<events>.
 
 =head1 SEE ALSO
 
