@@ -1,7 +1,8 @@
 """What a worker's answer means for its job: AMQP message in, job event out.
 
-The wire protocol (pinned): the AMQP `type` property is absent or `result` (final result),
-`progress`, `error` (final failure, body `{"error": {"code", "message"}}`) or `started`.
+The wire protocol (pinned; its words in gateway/wire.py): the AMQP `type` property is
+absent or `result` (final result), `progress`, `error` (final failure, body
+`{"error": {"code", "message"}}`) or `started`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from gateway.broker import Answer
 from gateway.contracts import Contract
 from gateway.jobs import error_body
 from gateway.types import JSON, EventType, JSONObject
+from gateway.wire import ANSWER_TYPES_WITH_BODY, AnswerType, answer_type
 
 log = logging.getLogger("gateway.answers")
 
@@ -46,10 +48,10 @@ def _worker_error(body: JSON) -> JSONObject:
 async def interpret(answer: Answer, contract: Contract) -> Outcome | None:
     """The event an answer makes, or None to drop it (logged). Async: a large answer is
     checked against the contract off the event loop."""
-    kind = answer.type or "result"
-    if kind == "started":
+    kind = answer_type(answer.type)
+    if kind == AnswerType.STARTED:
         return Outcome("started", None)
-    if kind not in ("result", "progress", "error"):
+    if kind not in ANSWER_TYPES_WITH_BODY:
         log.warning("job %s: answer of unknown type %r dropped", answer.job_id, kind)
         return None
     try:
@@ -58,9 +60,9 @@ async def interpret(answer: Answer, contract: Contract) -> Outcome | None:
         return Outcome(
             "error", error_body("invalid_answer", f"the worker's {kind} answer is not JSON")
         )
-    if kind == "error":
+    if kind == AnswerType.ERROR:
         return Outcome("error", _worker_error(body))
-    if kind == "progress":
+    if kind == AnswerType.PROGRESS:
         problems = await contract.check_progress(body, len(answer.body))
         if problems:
             log.warning(
@@ -123,9 +125,9 @@ def oversized_outcome(answer: Answer, limit: int) -> Outcome | None:
     `started` and `heartbeat` bodies are ignored (never parsed or stored), so any size
     passes; an unknown type is dropped by `interpret` anyway.
     """
-    kind = answer.type or "result"
+    kind = answer_type(answer.type)
     size = len(answer.body)
-    if size <= limit or kind not in ("result", "progress", "error"):
+    if size <= limit or kind not in ANSWER_TYPES_WITH_BODY:
         return None
     # Sizes only: the body is the worker's, and may be anything.
     return Outcome(

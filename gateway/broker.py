@@ -47,15 +47,21 @@ from gateway.link import LINK_ERRORS, Link, TopologyRefused, blocked
 from gateway.stall import StallWatch
 from gateway.trust import broker_user
 from gateway.types import JSONObject
+from gateway.wire import (
+    ANSWERS_QUEUE,
+    CANCEL_EXCHANGE,
+    CANCEL_TYPE,
+    DEAD_LETTER_EXCHANGE,
+    DEAD_LETTER_QUEUE,
+    HEADER_ATTEMPT,
+    HEADER_DEADLINE,
+    HEADER_LEASE_SECONDS,
+    PROBE_ROUTING_KEY,
+    STORE_MARKER_QUEUE,
+)
 
 log = logging.getLogger("gateway.broker")
 
-ANSWERS_QUEUE = "gateway.answers"
-DEAD_LETTER_EXCHANGE = "gateway.dead-letter"
-DEAD_LETTER_QUEUE = "gateway.dead-letters"
-CANCEL_EXCHANGE = "gateway.cancel"
-STORE_MARKER_QUEUE = "gateway.store"
-PROBE_ROUTING_KEY = "gateway.probe"  # routes nowhere: RabbitMQ confirms and drops it
 MAX_MESSAGE_TTL_SECONDS = (2**32 - 1) / 1000
 PROBE_INTERVAL = 0.5
 
@@ -144,8 +150,9 @@ class Broker:
         self._tasks: list[asyncio.Task[None]] = []
         # Light operations' answers come back to this instance alone (their jobs live in
         # its memory), through a queue of its own that needs no disk, named anew on every
-        # connection: the node the old one lived on may be the one that is gone.
-        self.reply_queue = ""
+        # connection: the node the old one lived on may be the one that is gone. None
+        # while no such queue is being consumed: never a name RabbitMQ would invent.
+        self.reply_queue: str | None = None
 
     # -- state ----------------------------------------------------------------------------
 
@@ -181,6 +188,8 @@ class Broker:
                     attachment.reconnected()
         else:
             self._ready.clear()
+        if not self.consumer.up.is_set():
+            self.reply_queue = None  # went with the connection (exclusive)
 
     async def wait_ready(self, timeout: float) -> bool:
         try:
@@ -282,9 +291,11 @@ class Broker:
         # This instance's own queues, on a channel of their own.
         own = await connection.channel()
         await own.set_qos(prefetch_count=self.prefetch)
-        self.reply_queue = f"gateway.replies.{secrets.token_hex(8)}"
-        replies = await own.declare_queue(self.reply_queue, exclusive=True, auto_delete=True)
+        # Named by us, declared once per connection, set as `reply_to` only once consumed.
+        name = f"gateway.replies.{secrets.token_hex(8)}"
+        replies = await own.declare_queue(name, exclusive=True, auto_delete=True)
         await replies.consume(self._consumer(self.on_answer), consumer_tag=self._tag("replies"))
+        self.reply_queue = name
         for attachment in self.attachments:
             await attachment.attach_consumer(own)
         log.info("connected to RabbitMQ, topology declared for %d operations", len(self.contracts))
@@ -305,7 +316,7 @@ class Broker:
             {
                 "x-queue-type": "quorum",  # there while a majority of a cluster's nodes is
                 "x-max-length": 0,
-                "x-dead-letter-exchange": f"gateway.store.{store}",
+                "x-dead-letter-exchange": f"{STORE_MARKER_QUEUE}.{store}",
             },
             f"this RabbitMQ virtual host belongs to gateways of another job store (this "
             f"one's is {store}). Gateways sharing a virtual host must share one store: "
@@ -417,13 +428,18 @@ class Broker:
                 "the message broker is not reachable", code="broker_unavailable"
             )
         durable = contract.settings.durability == "durable"
+        reply_to = ANSWERS_QUEUE if durable else self.reply_queue
+        if reply_to is None:
+            raise ServiceUnavailable(
+                "the message broker is not reachable", code="broker_unavailable"
+            )
         headers: JSONObject = {
-            "x-attempt": attempt,
-            "x-lease-seconds": contract.settings.lease_seconds,
+            HEADER_ATTEMPT: attempt,
+            HEADER_LEASE_SECONDS: contract.settings.lease_seconds,
         }
         expiration = None
         if deadline_at is not None:
-            headers["x-deadline"] = int(deadline_at * 1000)  # epoch milliseconds
+            headers[HEADER_DEADLINE] = int(deadline_at * 1000)  # epoch milliseconds
             # RabbitMQ dead-letters the request if no worker took it by the deadline. Its
             # TTL is 32-bit milliseconds (~49 days): beyond that, the gateway's own sweep
             # expires the job instead.
@@ -435,7 +451,7 @@ class Broker:
             content_type="application/json",
             correlation_id=job_id,
             message_id=job_id,
-            reply_to=ANSWERS_QUEUE if durable else self.reply_queue,
+            reply_to=reply_to,
             type=contract.op,
             user_id=self.user,
             delivery_mode=(
@@ -486,7 +502,7 @@ class Broker:
                     orjson.dumps({"job_id": job_id, "op": op}),
                     content_type="application/json",
                     correlation_id=job_id,
-                    type="cancel",
+                    type=CANCEL_TYPE,
                     user_id=self.user,
                 ),
                 routing_key="",

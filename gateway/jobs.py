@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
 
 from gateway.types import JSON, TERMINAL_EVENTS, TERMINAL_STATUSES, EventType, JSONObject, Status
 
@@ -115,43 +113,6 @@ class Job:
         if self.deadline_at is not None:
             body["deadline"] = isoformat(self.deadline_at)
         return body
-
-
-# The column order both stores keep a job in (see gateway/store/).
-JOB_FIELDS = (
-    "id",
-    "op",
-    "status",
-    "seq",
-    "created_at",
-    "updated_at",
-    "result",
-    "error",
-    "progress",
-    "idempotency_key",
-    "request_hash",
-    "deadline_at",
-    "owner",
-)
-JSON_FIELDS = frozenset({"result", "error", "progress"})
-
-
-def job_from_row(row: Sequence[Any], load: Callable[[Any], JSON]) -> Job:
-    """A job from a store row in JOB_FIELDS order; `load` decodes the JSON columns."""
-    return Job(
-        **{
-            name: load(value) if name in JSON_FIELDS else value
-            for name, value in zip(JOB_FIELDS, row, strict=False)
-        }
-    )
-
-
-def job_to_row(job: Job, dump: Callable[[JSON], Any]) -> tuple[Any, ...]:
-    """A job as a store row in JOB_FIELDS order; `dump` encodes the JSON columns."""
-    return tuple(
-        dump(getattr(job, name)) if name in JSON_FIELDS else getattr(job, name)
-        for name in JOB_FIELDS
-    )
 
 
 def new_job(

@@ -1,13 +1,43 @@
-"""Prometheus metrics, on a registry of the app's own (so several apps can share a process)."""
+"""Prometheus metrics, on a registry of the app's own (so several apps can share a process).
+
+deploy/grafana/gateway.json is a dashboard of them: keep the two in step.
+"""
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from gateway.jobs import Event, Job
+
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
+
+# Jobs take milliseconds or days: 5 ms to 1 day, about three buckets a decade.
+JOB_SECONDS_BUCKETS = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+    30,
+    60,
+    300,
+    900,
+    3600,
+    4 * 3600,
+    12 * 3600,
+    86400,
+)
+MAX_RUNNING_REMEMBERED = 100_000
 
 
 class Metrics:
@@ -42,6 +72,25 @@ class Metrics:
             registry=r,
         )
         self.waiters = Gauge("gateway_waiters", "Requests waiting for a job event", registry=r)
+        self.queue_wait_seconds = Histogram(
+            "gateway_job_queue_wait_seconds",
+            "Time from a job's acceptance to its worker's first answer (started, progress, "
+            "or the end itself)",
+            ["op"],
+            registry=r,
+            buckets=JOB_SECONDS_BUCKETS,
+        )
+        self.run_seconds = Histogram(
+            "gateway_job_run_seconds",
+            "Time from a job's first answer to its end, for jobs whose worker said started "
+            "or sent progress first (seen by the instance that recorded both)",
+            ["op"],
+            registry=r,
+            buckets=JOB_SECONDS_BUCKETS,
+        )
+        # When each running job's worker first answered: kept in memory (the store need
+        # not be read, nor given a column, on the answer path), bounded, dropped at its end.
+        self._running_since: OrderedDict[str, float] = OrderedDict()
 
     def watch(
         self,
@@ -53,6 +102,21 @@ class Metrics:
         self.broker_up.set_function(lambda: float(broker_up()))
         self.broker_unusable.set_function(lambda: float(broker_unusable()))
         self.waiters.set_function(lambda: float(waiters()))
+
+    def job_event(self, job: Job, event: Event, *, answered: bool) -> None:
+        """A job's event was stored (`job` as it is now): time its queue wait when this is
+        its worker's first answer (`answered`: from a worker, not a sweep, dead letter or
+        cancel), and its run when it ended after a first answer that did not end it."""
+        if answered and event.seq == 2:  # seq 1 is `queued`: this is the first answer
+            self.queue_wait_seconds.labels(job.op).observe(max(event.time - job.created_at, 0))
+            if not job.terminal:
+                self._running_since[job.id] = event.time
+                if len(self._running_since) > MAX_RUNNING_REMEMBERED:
+                    self._running_since.popitem(last=False)
+        elif job.terminal:
+            since = self._running_since.pop(job.id, None)
+            if since is not None:
+                self.run_seconds.labels(job.op).observe(max(event.time - since, 0))
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

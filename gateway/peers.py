@@ -24,10 +24,10 @@ from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMess
 
 from gateway.hub import Hub
 from gateway.jobs import Event, Job
+from gateway.wire import NOTICES_EXCHANGE
 
 log = logging.getLogger("gateway.peers")
 
-NOTICES_EXCHANGE = "gateway.notices"
 TELL_TIMEOUT = 1.0  # a notice that cannot be written by then is dropped: waiters re-read
 
 

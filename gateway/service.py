@@ -20,7 +20,8 @@ from gateway.auth import ANONYMOUS, Principal
 from gateway.broker import Answer, Broker
 from gateway.config import Settings
 from gateway.contracts import Contract, ContractRegistry
-from gateway.errors import Conflict, Forbidden, NotFound, ServiceUnavailable
+from gateway.errors import Conflict, Forbidden, GatewayError, NotFound, ServiceUnavailable
+from gateway.follow import Follow
 from gateway.hub import Hub, Watch
 from gateway.jobs import Event, Job, error_body, new_job
 from gateway.metrics import Metrics
@@ -28,6 +29,7 @@ from gateway.peers import PeerNotices
 from gateway.store import Created, JobStore
 from gateway.trust import broker_user
 from gateway.types import JSON
+from gateway.wire import AnswerType, answer_type
 
 log = logging.getLogger("gateway.service")
 
@@ -93,6 +95,18 @@ class GatewayService:
                 await self._sweeper
         await self.broker.close()
         await self.store.close()
+
+    async def problems(self) -> dict[str, str]:
+        """What keeps the gateway from serving now, by part (`broker`, `store`), in words
+        for /readyz; empty when ready."""
+        problems: dict[str, str] = {}
+        if not await self.broker.probe():
+            problems["broker"] = self.broker.problem or "RabbitMQ did not confirm a probe in time"
+        try:
+            await self.store.ping()
+        except GatewayError as exc:
+            problems["store"] = exc.message
+        return problems
 
     def contract(self, op: str) -> Contract:
         try:
@@ -228,6 +242,13 @@ class GatewayService:
             raise NotFound(f"no job with id {job_id!r}", code="job_not_found")
         return job
 
+    def follow(self, job_id: str, after: int, *, until_end: bool = False) -> Follow:
+        """`with service.follow(job_id, after) as follow:` reads the job's events past
+        `after` as they come (`await follow.next(timeout)`): the one way to follow a job,
+        for streams (`until_end`: stop after its end) and long-polls alike. Access and
+        capacity are the caller's to check first (`job`, `check_capacity`)."""
+        return Follow(self.hub, self.store, job_id, after, until_end=until_end)
+
     async def wait_for_events(
         self, job_id: str, after: int, timeout: float, principal: Principal = ANONYMOUS
     ) -> list[Event]:
@@ -235,13 +256,12 @@ class GatewayService:
         await self.job(job_id, principal)
         if timeout > 0:
             self.check_capacity()
-
-        def noticed(watch: Watch, last: list[Event]) -> list[Event] | None:
-            return watch.events_after(after)
-
-        return await self.hub.wait_until(
-            job_id, lambda: self.store.events(job_id, after), bool, timeout, noticed
-        )
+        with self.follow(job_id, after) as follow:
+            events = await follow.next(timeout)
+            if not events and timeout > 0:
+                # Out of time: answer with what is true now, in case a notice was lost.
+                events = await follow.read()
+            return events
 
     # -- cancelling -------------------------------------------------------------------------
 
@@ -263,6 +283,7 @@ class GatewayService:
             raise Conflict(f"the job has already ended ({job.status})", code="job_finished")
         await self._announce(job, recorded.event)
         self.metrics.jobs_finished.labels(job.op, "cancelled").inc()
+        self.metrics.job_event(job, recorded.event, answered=False)
         try:
             await self.broker.publish_cancel(job_id, job.op)
         except Exception:
@@ -294,7 +315,7 @@ class GatewayService:
             self.metrics.answers.labels("unknown_op").inc()
             return
         lease_until = time.time() + contract.settings.lease_seconds
-        if answer.type == "heartbeat":
+        if answer.type == AnswerType.HEARTBEAT:
             # Proof of life for a long job: extends the lease, adds no event.
             await self.store.touch(job_id, lease_until)
             self.metrics.answers.labels("heartbeat").inc()
@@ -303,7 +324,7 @@ class GatewayService:
         if oversized is not None:
             # Failed unparsed: one answer must not balloon the gateway's memory or store.
             log.warning("job %s: answer of %d bytes over the limit", job_id, len(answer.body))
-            await self._record(job_id, oversized, counted_as="too_large")
+            await self._record(job_id, oversized, counted_as="too_large", answered=True)
             return
         outcome = await interpret(answer, contract)
         if (
@@ -314,7 +335,7 @@ class GatewayService:
             # A gateway stored it, then died before its ack: RabbitMQ delivered it again.
             self.metrics.answers.labels("redelivered").inc()
             return
-        await self._record(job_id, outcome, lease_until=lease_until)
+        await self._record(job_id, outcome, lease_until=lease_until, answered=True)
 
     async def _stored_before(self, job_id: str, outcome: Outcome) -> bool:
         """Whether the job's log has this progress already. (A redelivered terminal answer
@@ -333,7 +354,7 @@ class GatewayService:
         log.warning(
             "%s answer for job %s of operation %s from broker user %r, not one of its "
             "workers, dropped",
-            answer.type or "result",
+            answer_type(answer.type),
             answer.job_id,
             op,
             answer.user_id,
@@ -381,7 +402,10 @@ class GatewayService:
         *,
         lease_until: float | None = None,
         counted_as: str | None = None,
+        answered: bool = False,
     ) -> None:
+        """Store an event; `answered`: it is a worker's answer (not a dead letter or a
+        sweep's verdict), which times the job's queue wait."""
         if outcome is None:
             self.metrics.answers.labels("dropped").inc()
             return
@@ -401,6 +425,7 @@ class GatewayService:
         if job.terminal:
             self._ops_in_flight.pop(job_id, None)
             self.metrics.jobs_finished.labels(job.op, job.status).inc()
+        self.metrics.job_event(job, recorded.event, answered=answered)
         await self._announce(job, recorded.event)
 
     async def _announce(self, job: Job, event: Event) -> None:

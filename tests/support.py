@@ -21,10 +21,10 @@ import orjson
 import uvicorn
 
 from gateway.app import create_app
-from gateway.broker import STORE_MARKER_QUEUE
 from gateway.config import Settings
 from gateway.server import uvicorn_config
 from gateway.service import GatewayService
+from gateway.wire import STORE_MARKER_QUEUE
 
 ROOT = Path(__file__).resolve().parent.parent
 BROKER_SCRIPT = ROOT / "deploy" / "rabbitmq-local.sh"

@@ -14,7 +14,7 @@ import aio_pika
 import orjson
 import pytest
 
-from gateway.broker import ANSWERS_QUEUE
+from gateway.wire import ANSWERS_QUEUE
 from tests.fault_support import (
     ERROR_SCHEMA,
     assert_contiguous,

@@ -1,6 +1,7 @@
-"""The job stores, SQLite and PostgreSQL, held to one suite: numbered events, the first
-terminal event wins (also under concurrency), idempotency keys, leases and deadlines,
-retention; then PostgreSQL shared by two store instances, and a gateway running on it."""
+"""The job stores, SQLite, PostgreSQL and memory, held to one suite: numbered events, the
+first terminal event wins (also under concurrency), idempotency keys, leases and deadlines,
+retention; what only the SQL stores do (bytes on disk, reopening); then PostgreSQL shared
+by two store instances, and a gateway running on it."""
 
 from __future__ import annotations
 
@@ -29,12 +30,17 @@ from tests.support import make_settings, serve_gateway
 from tests.test_round_trip import adder
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A URL of an empty store of each kind (PostgreSQL: a database of its own)."""
-    if request.param == "sqlite":
+async def empty_store_url(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A URL of an empty SQL store (PostgreSQL: a database of its own)."""
+    if kind == "sqlite":
         return f"sqlite:///{tmp_path / 'jobs.sqlite3'}"
     return await fresh_database(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A URL of an empty store of each SQL kind."""
+    return await empty_store_url(request.param, request, tmp_path)
 
 
 async def opened(url: str) -> JobStore:
@@ -44,8 +50,24 @@ async def opened(url: str) -> JobStore:
 
 
 @pytest.fixture
-async def store(store_url: str) -> AsyncIterator[JobStore]:
+async def sql_store(store_url: str) -> AsyncIterator[JobStore]:
+    """An open SQL store, at `store_url` (for tests that look at its tables too)."""
     store = await opened(store_url)
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres", "memory"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[JobStore]:
+    """An open, empty store of every kind: what the interface promises, each one keeps."""
+    store = (
+        MemoryStore()
+        if request.param == "memory"
+        else open_store(await empty_store_url(request.param, request, tmp_path))
+    )
+    await store.open()
     try:
         yield store
     finally:
@@ -156,9 +178,10 @@ async def stored_bytes(url: str) -> int:
         await db.close()
 
 
-async def test_a_result_is_stored_once(store_url: str, store: JobStore) -> None:
+async def test_a_result_is_stored_once(store_url: str, sql_store: JobStore) -> None:
     """A 2 MiB result grows the store by about 2 MiB, not twice that: the job row holds
     it and its `result` event reads it from there (issue 11, point 6)."""
+    store = sql_store
     result = {"blob": secrets.token_hex(1 << 20)}  # random: no compression hides a copy
     size = len(orjson.dumps(result))
     job, first = new_job("op")
@@ -188,9 +211,10 @@ async def test_a_result_is_stored_once(store_url: str, store: JobStore) -> None:
 
 
 async def test_result_events_stored_with_their_data_read_as_before(
-    store_url: str, store: JobStore
+    store_url: str, sql_store: JobStore
 ) -> None:
     """Result events written by older gateways carry the data themselves: still read."""
+    store = sql_store
     for value in ({"r": 1}, [1, "two"], "text"):
         job, first = new_job("op")
         await store.create(job, first, b"{}")

@@ -27,9 +27,9 @@ from aio_pika.exceptions import ChannelPreconditionFailed
 from aiormq.exceptions import ChannelAccessRefused
 
 from gateway.app import create_app
-from gateway.broker import ANSWERS_QUEUE, DEAD_LETTER_QUEUE
 from gateway.config import Settings
 from gateway.trust import WorkerUsers, broker_user
+from gateway.wire import ANSWERS_QUEUE, DEAD_LETTER_QUEUE
 from gateway.worker import Worker
 from tests.fault_support import poll_until
 from tests.support import (

@@ -25,7 +25,6 @@ from gateway.http.sse import EventStreamResponse
 from gateway.jobs import Event
 from gateway.limits import ClientLimits, WaiterSlot
 from gateway.service import GatewayService
-from gateway.types import TERMINAL_EVENTS
 
 PING = b": ping\n\n"
 STORE_RETRY_SECONDS = 1.0
@@ -46,35 +45,20 @@ async def frames(
 ) -> AsyncGenerator[bytes, None]:
     settings = service.settings
     yield ServerSentEvent(comment="stream of job " + job_id, retry=settings.sse_retry_ms).encode()
-    cursor = after
-    with slot, service.hub.watch(job_id) as watch:
-        watch.arm()
-        events: list[Event] | None = None  # None: read them from the store
-        while True:
-            if events is None:
-                try:
-                    events = await service.store.events(job_id, cursor)
-                    if not events:
-                        job = await service.store.get(job_id)
-                        if job is None or (job.terminal and cursor >= job.seq):
-                            return  # purged, or the client already has the end
-                except ServiceUnavailable:
-                    # The store is out: hold the stream open (a client that reconnected
-                    # now would get a 503) and read again shortly.
-                    events = None
-                    yield PING
-                    await asyncio.sleep(STORE_RETRY_SECONDS)
-                    continue
+    with slot, service.follow(job_id, after, until_end=True) as follow:
+        while not follow.ended:
+            try:
+                events = await follow.next(settings.sse_ping_seconds)
+            except ServiceUnavailable:
+                # The store is out: hold the stream open (a client that reconnected
+                # now would get a 503) and read again shortly.
+                yield PING
+                await asyncio.sleep(STORE_RETRY_SECONDS)
+                continue
+            if not events and not follow.ended:
+                yield PING  # idle: keep proxies from closing the stream
             for event in events:
                 yield encode(event)
-                cursor = event.seq
-                if event.type in TERMINAL_EVENTS:
-                    return
-            while not await watch.sleep(settings.sse_ping_seconds):
-                yield PING  # idle: keep proxies from closing the stream
-            # What woke us usually carries the new events; a gap means read the store.
-            events = watch.events_after(cursor)
-            watch.arm()
 
 
 async def event_stream(

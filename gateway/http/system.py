@@ -6,7 +6,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway.errors import GatewayError
 from gateway.http.ops import service_of
 from gateway.http.responses import ORJSONResponse
 from gateway.metrics import CONTENT_TYPE_LATEST
@@ -22,14 +21,7 @@ async def readyz(request: Request) -> Response:
     """Ready when RabbitMQ takes publishes (a probe is confirmed) and the store answers, each
     within the stall threshold: a paused or alarmed broker, or a paused database, is not
     ready even though its connection is open."""
-    service = service_of(request)
-    problems: dict[str, str] = {}
-    if not await service.broker.probe():
-        problems["broker"] = service.broker.problem or "RabbitMQ did not confirm a probe in time"
-    try:
-        await service.store.ping()
-    except GatewayError as exc:
-        problems["store"] = exc.message
+    problems = await service_of(request).problems()
     checks = {"broker": "broker" not in problems, "store": "store" not in problems}
     body: JSONObject = {"status": "unavailable" if problems else "ready", "checks": checks}
     if problems:

@@ -20,10 +20,23 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg  # type: ignore[import-untyped]
-import orjson
 
-from gateway.jobs import JOB_FIELDS, Event, Job, apply, job_from_row, job_to_row
+from gateway.jobs import Event, Job, apply
 from gateway.store.base import Created, JobStore, Overdue, Recorded
+from gateway.store.rows import (
+    EVENT_COLUMNS,
+    INSERT_JOB_ARITY,
+    INSERT_JOB_COLUMNS,
+    JOB_COLUMNS,
+    SELECT_EVENT,
+    STORED_JOB_COLUMNS,
+    event_from_row,
+    event_to_row,
+    insert_job_row,
+    job_from_row,
+    job_state_row,
+    stored_job_from_row,
+)
 from gateway.types import JSON, EventType
 
 log = logging.getLogger("gateway.store.postgres")
@@ -77,7 +90,7 @@ CREATE TABLE IF NOT EXISTS gateway_events (
 );
 """
 
-JOB_COLUMNS = ", ".join(JOB_FIELDS)
+PLACEHOLDERS = ", ".join(f"${i}" for i in range(1, INSERT_JOB_ARITY + 1))
 
 # Query parameters of the store URL that configure the pool; the rest go to asyncpg
 # (which passes names it does not know on to the server as settings).
@@ -89,34 +102,6 @@ POOL_OPTIONS: dict[str, type[int] | type[float]] = {
 DEFAULT_MIN_SIZE = 1
 DEFAULT_MAX_SIZE = 10
 PING_TIMEOUT = 5.0
-
-
-def _dump(value: JSON) -> bytes | None:
-    return None if value is None else orjson.dumps(value)
-
-
-def _load(raw: bytes | None) -> JSON:
-    return None if raw is None else orjson.loads(raw)
-
-
-def _event_data(event: Event) -> bytes | None:
-    """An event's `data` column: NULL for a result, which the job row holds already (a
-    result of megabytes is stored once, not twice); see EVENT_DATA."""
-    return None if event.type == "result" else _dump(event.data)
-
-
-# A result event's data, read from its job (`j`) unless the row has it: rows written
-# before results were stored once still carry a copy. The job's result is the first
-# result event's data (the first terminal event wins), so both are the same value.
-EVENT_DATA = "CASE WHEN e.data IS NULL AND e.type = 'result' THEN j.result ELSE e.data END"
-
-
-def _job(row: Any) -> Job:
-    return job_from_row(row, _load)
-
-
-def _event(row: Any) -> Event:
-    return Event(row[0], row[1], row[2], _load(row[3]), row[4])
 
 
 def _rowcount(status: str) -> int:
@@ -257,18 +242,16 @@ class PostgresStore(JobStore):
             # A repeat of a taken key inserts nothing (waiting, if the key's first job is
             # not committed yet, to see whether it will be) and then finds that job.
             inserted = await db.fetchval(
-                f"INSERT INTO gateway_jobs ({JOB_COLUMNS}, request) "
-                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) "
+                f"INSERT INTO gateway_jobs ({INSERT_JOB_COLUMNS}) VALUES ({PLACEHOLDERS}) "
                 "ON CONFLICT (op, idempotency_key) WHERE idempotency_key IS NOT NULL "
                 "DO NOTHING RETURNING true",
-                *job_to_row(job, _dump),
-                request,
+                *insert_job_row(job, request),
             )
             if inserted:
                 await self._insert_event(db, first)
                 return Created(job, True, request, False)
             row = await db.fetchrow(
-                f"SELECT {JOB_COLUMNS}, request, published FROM gateway_jobs "
+                f"SELECT {STORED_JOB_COLUMNS} FROM gateway_jobs "
                 "WHERE op = $1 AND idempotency_key = $2",
                 job.op,
                 job.idempotency_key,
@@ -277,18 +260,14 @@ class PostgresStore(JobStore):
             # The key's job was deleted (discarded or purged) between the two statements:
             # the key is free again, so try afresh.
             return await self.create(job, first, request)
-        return Created(_job(row), False, bytes(row[13]), bool(row[14]))
+        stored = stored_job_from_row(row)
+        return Created(stored.job, False, stored.request, stored.published)
 
     @staticmethod
     async def _insert_event(db: Any, event: Event) -> None:
         await db.execute(
-            "INSERT INTO gateway_events (job_id, seq, type, data, time) "
-            "VALUES ($1, $2, $3, $4, $5)",
-            event.job_id,
-            event.seq,
-            event.type,
-            _event_data(event),
-            event.time,
+            f"INSERT INTO gateway_events ({EVENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5)",
+            *event_to_row(event),
         )
 
     async def mark_published(self, job_id: str) -> None:
@@ -305,7 +284,7 @@ class PostgresStore(JobStore):
         row = await self.pool.fetchrow(
             f"SELECT {JOB_COLUMNS} FROM gateway_jobs WHERE id = $1", job_id
         )
-        return None if row is None else _job(row)
+        return None if row is None else job_from_row(row)
 
     async def record(
         self, job_id: str, type: EventType, data: JSON, *, lease_until: float | None = None
@@ -318,7 +297,7 @@ class PostgresStore(JobStore):
             )
             if row is None:
                 return None
-            job = _job(row)
+            job = job_from_row(row)
             applied = apply(job, type, data)
             if applied is None:
                 return Recorded(job, None)
@@ -328,12 +307,7 @@ class PostgresStore(JobStore):
                 "UPDATE gateway_jobs SET status = $1, seq = $2, updated_at = $3, result = $4, "
                 "error = $5, progress = $6, lease_until = coalesce($7, lease_until) "
                 "WHERE id = $8",
-                job.status,
-                job.seq,
-                job.updated_at,
-                _dump(job.result),
-                _dump(job.error),
-                _dump(job.progress),
+                *job_state_row(job),
                 lease_until,
                 job.id,
             )
@@ -341,14 +315,14 @@ class PostgresStore(JobStore):
 
     async def events(self, job_id: str, after: int = 0, limit: int = 1000) -> list[Event]:
         rows = await self.pool.fetch(
-            f"SELECT e.job_id, e.seq, e.type, {EVENT_DATA}, e.time FROM gateway_events e "
+            f"SELECT {SELECT_EVENT} FROM gateway_events e "
             "LEFT JOIN gateway_jobs j ON j.id = e.job_id "
             "WHERE e.job_id = $1 AND e.seq > $2 ORDER BY e.seq LIMIT $3",
             job_id,
             after,
             limit,
         )
-        return [_event(r) for r in rows]
+        return [event_from_row(r) for r in rows]
 
     async def touch(self, job_id: str, lease_until: float) -> bool:
         status = await self.pool.execute(

@@ -14,13 +14,25 @@ import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
-import orjson
-
-from gateway.jobs import JOB_FIELDS, Event, Job, apply, job_from_row, job_to_row
+from gateway.jobs import Event, Job, apply
 from gateway.store.base import Created, JobStore, Overdue, Recorded
 from gateway.store.group_commit import GroupCommitWriter
+from gateway.store.rows import (
+    EVENT_COLUMNS,
+    INSERT_JOB_ARITY,
+    INSERT_JOB_COLUMNS,
+    JOB_COLUMNS,
+    SELECT_EVENT,
+    STORED_JOB_COLUMNS,
+    event_from_row,
+    event_to_row,
+    insert_job_row,
+    job_from_row,
+    job_state_row,
+    stored_job_from_row,
+)
 from gateway.types import JSON, EventType
 
 T = TypeVar("T")
@@ -69,32 +81,8 @@ CREATE TABLE IF NOT EXISTS events (
 ) WITHOUT ROWID;
 """
 
-JOB_COLUMNS = ", ".join(JOB_FIELDS)
 NEVER = float("-inf")  # a time no job was created before
-
-
-def _dump(value: JSON) -> bytes | None:
-    return None if value is None else orjson.dumps(value)
-
-
-def _load(raw: bytes | None) -> JSON:
-    return None if raw is None else orjson.loads(raw)
-
-
-def _event_data(event: Event) -> bytes | None:
-    """An event's `data` column: NULL for a result, which the job row holds already (a
-    result of megabytes is stored once, not twice); see EVENT_DATA."""
-    return None if event.type == "result" else _dump(event.data)
-
-
-# A result event's data, read from its job (`j`) unless the row has it: rows written
-# before results were stored once still carry a copy. The job's result is the first
-# result event's data (the first terminal event wins), so both are the same value.
-EVENT_DATA = "CASE WHEN e.data IS NULL AND e.type = 'result' THEN j.result ELSE e.data END"
-
-
-def _job(row: tuple[Any, ...]) -> Job:
-    return job_from_row(row, _load)
+PLACEHOLDERS = ",".join("?" * INSERT_JOB_ARITY)
 
 
 def path_from_url(url: str) -> Path:
@@ -190,18 +178,15 @@ class SQLiteStore(JobStore):
         def create(db: sqlite3.Connection) -> Created:
             if job.idempotency_key is not None:
                 row = db.execute(
-                    f"SELECT {JOB_COLUMNS}, request, published FROM jobs "
-                    "WHERE op = ? AND idempotency_key = ?",
+                    f"SELECT {STORED_JOB_COLUMNS} FROM jobs WHERE op = ? AND idempotency_key = ?",
                     (job.op, job.idempotency_key),
                 ).fetchone()
                 if row is not None:
-                    return Created(_job(row), False, row[13], bool(row[14]))
+                    stored = stored_job_from_row(row)
+                    return Created(stored.job, False, stored.request, stored.published)
             db.execute(
-                f"INSERT INTO jobs ({JOB_COLUMNS}, request) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    *job_to_row(job, _dump),
-                    request,
-                ),
+                f"INSERT INTO jobs ({INSERT_JOB_COLUMNS}) VALUES ({PLACEHOLDERS})",
+                insert_job_row(job, request),
             )
             self._insert_event(db, first)
             return Created(job, True, request, False)
@@ -210,10 +195,7 @@ class SQLiteStore(JobStore):
 
     @staticmethod
     def _insert_event(db: sqlite3.Connection, event: Event) -> None:
-        db.execute(
-            "INSERT INTO events (job_id, seq, type, data, time) VALUES (?,?,?,?,?)",
-            (event.job_id, event.seq, event.type, _event_data(event), event.time),
-        )
+        db.execute(f"INSERT INTO events ({EVENT_COLUMNS}) VALUES (?,?,?,?,?)", event_to_row(event))
 
     async def mark_published(self, job_id: str) -> None:
         await self._run(
@@ -230,7 +212,7 @@ class SQLiteStore(JobStore):
     async def get(self, job_id: str) -> Job | None:
         def get(db: sqlite3.Connection) -> Job | None:
             row = db.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
-            return None if row is None else _job(row)
+            return None if row is None else job_from_row(row)
 
         return await self._read(get)
 
@@ -241,7 +223,7 @@ class SQLiteStore(JobStore):
             row = db.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
             if row is None:
                 return None
-            job = _job(row)
+            job = job_from_row(row)
             applied = apply(job, type, data)
             if applied is None:
                 return Recorded(job, None)
@@ -250,16 +232,7 @@ class SQLiteStore(JobStore):
             db.execute(
                 "UPDATE jobs SET status = ?, seq = ?, updated_at = ?, result = ?, error = ?, "
                 "progress = ?, lease_until = coalesce(?, lease_until) WHERE id = ?",
-                (
-                    job.status,
-                    job.seq,
-                    job.updated_at,
-                    _dump(job.result),
-                    _dump(job.error),
-                    _dump(job.progress),
-                    lease_until,
-                    job.id,
-                ),
+                (*job_state_row(job), lease_until, job.id),
             )
             return Recorded(job, event)
 
@@ -268,12 +241,12 @@ class SQLiteStore(JobStore):
     async def events(self, job_id: str, after: int = 0, limit: int = 1000) -> list[Event]:
         def events(db: sqlite3.Connection) -> list[Event]:
             rows = db.execute(
-                f"SELECT e.job_id, e.seq, e.type, {EVENT_DATA}, e.time FROM events e "
+                f"SELECT {SELECT_EVENT} FROM events e "
                 "LEFT JOIN jobs j ON j.id = e.job_id "
                 "WHERE e.job_id = ? AND e.seq > ? ORDER BY e.seq LIMIT ?",
                 (job_id, after, limit),
             ).fetchall()
-            return [Event(r[0], r[1], r[2], _load(r[3]), r[4]) for r in rows]
+            return [event_from_row(r) for r in rows]
 
         return await self._read(events)
 

@@ -1,0 +1,126 @@
+"""The row codec of the SQL stores (SQLite and PostgreSQL): how a `Job` and an `Event`
+become table rows and come back, in one place, so both stores keep exactly the same
+columns and bytes.
+
+JSON values (result, error, progress, event data) are orjson bytes, NULL for None: the
+same in both stores, and unlike `jsonb` they keep key order, big floats and "\\u0000".
+Columns are read by position in the order the queries below name them; `JobRow` names
+the extra columns (`request`, `published`) so no caller counts to 13.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from gateway.jobs import Event, Job
+from gateway.types import JSON
+
+# The job columns, in the order `job_to_row` writes and `job_from_row` reads them.
+JOB_FIELDS = (
+    "id",
+    "op",
+    "status",
+    "seq",
+    "created_at",
+    "updated_at",
+    "result",
+    "error",
+    "progress",
+    "idempotency_key",
+    "request_hash",
+    "deadline_at",
+    "owner",
+)
+JSON_FIELDS = frozenset({"result", "error", "progress"})
+JOB_COLUMNS = ", ".join(JOB_FIELDS)
+"""`SELECT {JOB_COLUMNS} FROM ...` gives what `job_from_row` takes."""
+STORED_JOB_COLUMNS = f"{JOB_COLUMNS}, request, published"
+"""`SELECT {STORED_JOB_COLUMNS} FROM ...` gives what `stored_job_from_row` takes."""
+INSERT_JOB_COLUMNS = f"{JOB_COLUMNS}, request"
+"""`INSERT INTO jobs ({INSERT_JOB_COLUMNS})` with the values of `insert_job_row`."""
+INSERT_JOB_ARITY = len(JOB_FIELDS) + 1
+
+EVENT_COLUMNS = "job_id, seq, type, data, time"
+"""`INSERT INTO events ({EVENT_COLUMNS})` with the values of `event_to_row`."""
+
+# A result event's data, read from its job (`j`) unless the row has it: rows written
+# before results were stored once still carry a copy. The job's result is the first
+# result event's data (the first terminal event wins), so both are the same value.
+EVENT_DATA = "CASE WHEN e.data IS NULL AND e.type = 'result' THEN j.result ELSE e.data END"
+SELECT_EVENT = f"e.job_id, e.seq, e.type, {EVENT_DATA}, e.time"
+"""Selected from events `e` LEFT JOIN jobs `j`: what `event_from_row` takes."""
+
+
+def dump(value: JSON) -> bytes | None:
+    return None if value is None else orjson.dumps(value)
+
+
+def load(raw: bytes | bytearray | memoryview | None) -> JSON:
+    return None if raw is None else orjson.loads(raw)
+
+
+def job_from_row(row: Sequence[Any]) -> Job:
+    """A job from a row of JOB_COLUMNS (extra columns after them are ignored)."""
+    return Job(
+        **{
+            name: load(value) if name in JSON_FIELDS else value
+            for name, value in zip(JOB_FIELDS, row, strict=False)
+        }
+    )
+
+
+def job_to_row(job: Job) -> tuple[Any, ...]:
+    """A job as a row of JOB_COLUMNS."""
+    return tuple(
+        dump(getattr(job, name)) if name in JSON_FIELDS else getattr(job, name)
+        for name in JOB_FIELDS
+    )
+
+
+def insert_job_row(job: Job, request: bytes) -> tuple[Any, ...]:
+    """A new job's row of INSERT_JOB_COLUMNS."""
+    return (*job_to_row(job), request)
+
+
+@dataclass(frozen=True, slots=True)
+class JobRow:
+    """A job with what only the store keeps of it: its request, and whether it was
+    published (what an idempotency key's repeat needs)."""
+
+    job: Job
+    request: bytes
+    published: bool
+
+
+def stored_job_from_row(row: Sequence[Any]) -> JobRow:
+    """A row of STORED_JOB_COLUMNS."""
+    n = len(JOB_FIELDS)
+    return JobRow(job_from_row(row[:n]), bytes(row[n]), bool(row[n + 1]))
+
+
+def job_state_row(job: Job) -> tuple[Any, ...]:
+    """What `record` changes: status, seq, updated_at, result, error, progress."""
+    return (
+        job.status,
+        job.seq,
+        job.updated_at,
+        dump(job.result),
+        dump(job.error),
+        dump(job.progress),
+    )
+
+
+def event_to_row(event: Event) -> tuple[Any, ...]:
+    """An event as a row of EVENT_COLUMNS. The data of a result is NULL: the job row holds
+    it already (a result of megabytes is stored once, not twice); see EVENT_DATA."""
+    data = None if event.type == "result" else dump(event.data)
+    return (event.job_id, event.seq, event.type, data, event.time)
+
+
+def event_from_row(row: Sequence[Any]) -> Event:
+    """An event from a row of SELECT_EVENT."""
+    return Event(row[0], row[1], row[2], load(row[3]), row[4])
