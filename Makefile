@@ -25,7 +25,7 @@ system-deps:
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV) || { deploy/install-system-deps.sh python3-venv && $(PYTHON) -m venv $(VENV); }
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[server,dev]'
 	touch $@
 
 # The JS client's npm packages (ajv; playwright-core for the browser test), from its lock file.
@@ -38,7 +38,7 @@ clients/js/node_modules/.installed: clients/js/package-lock.json
 # The benchmark: every figure side by side in one run; writes bench/RESULTS.md (~12 min).
 bench: setup
 	deploy/install-system-deps.sh $$(cat bench/debian-packages.txt)
-	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	$(BIN)/pip install --quiet -e '.[server,dev,bench]'
 	$(BIN)/python -m bench.run
 
 lint: setup

@@ -24,6 +24,7 @@ from typing import Any
 import jwt
 import orjson
 
+from gateway.config import AuthSettings
 from gateway.errors import ContractError, Forbidden, Unauthorized
 
 ANY_OP = "ops:*"
@@ -91,26 +92,6 @@ def load_api_keys(path: Path) -> list[ApiKey]:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ContractError(f"{path}: not a valid API key file: {exc}") from exc
     return keys
-
-
-@dataclass(frozen=True)
-class AuthSettings:
-    api_keys_file: Path | None = None
-    jwt_secret: str | None = None
-    """HS256 shared secret."""
-    jwt_public_key_file: Path | None = None
-    """RS256/ES256 public key (PEM)."""
-    jwks_url: str | None = None
-    """RS256 keys from a JWKS document (https URL, or file:// path)."""
-    jwt_audience: str | None = None
-    jwt_issuer: str | None = None
-    job_token_secret: str | None = None
-    """Signs job tokens; give every instance the same one. Default: random per process."""
-    job_token_ttl_seconds: float = 3600.0
-
-    @property
-    def enabled(self) -> bool:
-        return any((self.api_keys_file, self.jwt_secret, self.jwt_public_key_file, self.jwks_url))
 
 
 class Authenticator:

@@ -11,10 +11,21 @@ from typing import Any
 import click
 
 from gateway import __version__
-from gateway.auth import AuthSettings
-from gateway.config import DEFAULT_BROKER_URL, DEFAULT_STORE_URL, Settings
+from gateway.config import DEFAULT_BROKER_URL, DEFAULT_STORE_URL, AuthSettings, Settings
 from gateway.errors import ContractError
 from gateway.trust import WorkerUsers
+
+# Only the base install's modules are imported at the top: `gateway call` must work in a
+# light install (client and worker only); `serve` imports the server when it runs.
+SERVER_EXTRA_MISSING = (
+    "gateway serve needs the server extra: pip install 'amqp-http-gateway[server]'"
+)
+
+# `gateway call` exit statuses (also in its --help and the README).
+EXIT_JOB_FAILED = 1
+EXIT_REFUSED = 2
+EXIT_UNREACHABLE = 3
+EXIT_TIMEOUT = 4
 
 QUIET_LIBRARIES = ("aiormq", "aio_pika", "asyncpg")
 
@@ -278,11 +289,17 @@ def main() -> None:
     type=click.Choice(["debug", "info", "warning", "error"]),
 )
 def serve(host: str, port: int, log_level: str, forwarded_allow_ips: str, **settings: Any) -> None:
-    """Serve the HTTP API."""
-    import uvicorn
+    """Serve the HTTP API (needs the server extra: pip install 'amqp-http-gateway[server]')."""
+    try:
+        import uvicorn
 
-    from gateway.app import create_app
-    from gateway.server import uvicorn_config
+        from gateway.app import create_app
+        from gateway.server import uvicorn_config
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").partition(".")[0] == "gateway":
+            raise  # our own bug, not a missing extra
+        click.echo(SERVER_EXTRA_MISSING, err=True)
+        sys.exit(2)
 
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -354,12 +371,18 @@ def _worker_users(value: str | None) -> WorkerUsers | None:
 def call(op: str, body: str, url: str, timeout: float | None, validate: bool) -> None:
     """Call operation OP with the JSON BODY; show progress, print the result as JSON.
 
-    Exit status: 0 with the result on stdout; 1 if the job failed (its error on
-    stderr); 2 if the gateway refused the request.
+    \b
+    Exit status:
+      0  the job succeeded: its result on stdout
+      1  the job failed, was cancelled or expired: its error on stderr
+      2  the gateway refused the request (or BODY is not JSON): the error on stderr
+      3  the gateway could not be reached: one line on stderr saying why
+      4  --timeout ran out before the job ended (it goes on): one line on stderr
     """
+    import httpx
     import orjson
 
-    from gateway.client import Client, GatewayError, JobFailed
+    from gateway.client import Client, JobUnsuccessful, RequestRefused
 
     try:
         request = orjson.loads(body)
@@ -369,7 +392,7 @@ def call(op: str, body: str, url: str, timeout: float | None, validate: bool) ->
     try:
         with Client(url, validate=validate) as gateway:
             result = gateway.call(op, request, timeout=timeout, on_progress=progress.update)
-    except GatewayError as exc:
+    except RequestRefused as exc:
         progress.close()
         click.echo(
             orjson.dumps(
@@ -377,11 +400,20 @@ def call(op: str, body: str, url: str, timeout: float | None, validate: bool) ->
             ).decode(),
             err=True,
         )
-        sys.exit(2)
-    except JobFailed as exc:
+        sys.exit(EXIT_REFUSED)
+    except JobUnsuccessful as exc:
         progress.close()
         click.echo(orjson.dumps(exc.job.get("error")).decode(), err=True)
-        sys.exit(1)
+        sys.exit(EXIT_JOB_FAILED)
+    except TimeoutError:
+        progress.close()
+        click.echo(f"gateway: the job did not end within {timeout:g} s", err=True)
+        sys.exit(EXIT_TIMEOUT)
+    except httpx.TransportError as exc:
+        progress.close()
+        reason = str(exc) or type(exc).__name__
+        click.echo(f"gateway: cannot reach the gateway at {url}: {reason}", err=True)
+        sys.exit(EXIT_UNREACHABLE)
     progress.close()
     click.echo(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
 

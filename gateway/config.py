@@ -5,11 +5,33 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gateway.auth import AuthSettings
 from gateway.trust import WorkerUsers
 
 DEFAULT_BROKER_URL = "amqp://guest:guest@127.0.0.1:5673/"
 DEFAULT_STORE_URL = "sqlite:///var/gateway.sqlite3"
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    """Where bearer tokens come from (gateway/auth.py checks them). Here, not in auth.py,
+    so that the `gateway` command reads its flags without the server extra (PyJWT)."""
+
+    api_keys_file: Path | None = None
+    jwt_secret: str | None = None
+    """HS256 shared secret."""
+    jwt_public_key_file: Path | None = None
+    """RS256/ES256 public key (PEM)."""
+    jwks_url: str | None = None
+    """RS256 keys from a JWKS document (https URL, or file:// path)."""
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
+    job_token_secret: str | None = None
+    """Signs job tokens; give every instance the same one. Default: random per process."""
+    job_token_ttl_seconds: float = 3600.0
+
+    @property
+    def enabled(self) -> bool:
+        return any((self.api_keys_file, self.jwt_secret, self.jwt_public_key_file, self.jwks_url))
 
 
 @dataclass(frozen=True, slots=True)

@@ -59,13 +59,13 @@ from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
 from gateway.trust import broker_user
 from gateway.types import JSON, JSONObject
+from gateway.wire import CANCEL_EXCHANGE, HEADER_DEADLINE, HEADER_LEASE_SECONDS, AnswerType
 
 __all__ = ["JobContext", "JobFailed", "Worker"]
 
 log = logging.getLogger("gateway.worker")
 
 Handler = Callable[[JSON, "JobContext"], Awaitable[JSON] | JSON]
-CANCEL_EXCHANGE = "gateway.cancel"
 DEFAULT_LEASE_SECONDS = 120.0
 REMEMBERED_CANCELS = 10_000
 RECONNECT_SECONDS = 1.0
@@ -94,30 +94,30 @@ class JobContext:
     id: str
     op: str
     headers: JSONObject
-    _answer: Callable[[str, bytes], Awaitable[None]] = field(repr=False)
+    _answer: Callable[[AnswerType, bytes], Awaitable[None]] = field(repr=False)
 
     @property
     def deadline(self) -> float | None:
         """When the job expires (epoch seconds), if it has a deadline."""
-        raw = self.headers.get("x-deadline")
+        raw = self.headers.get(HEADER_DEADLINE)
         return raw / 1000 if isinstance(raw, int | float) else None
 
     @property
     def lease_seconds(self) -> float:
-        raw = self.headers.get("x-lease-seconds")
+        raw = self.headers.get(HEADER_LEASE_SECONDS)
         return float(raw) if isinstance(raw, int | float) and raw > 0 else DEFAULT_LEASE_SECONDS
 
     async def progress(self, data: JSON) -> None:
         """Send a progress event (it must match the contract's `progress` schema)."""
-        await self._answer("progress", orjson.dumps(data))
+        await self._answer(AnswerType.PROGRESS, orjson.dumps(data))
 
     async def started(self) -> None:
         """Mark the job running (optional; the first progress event does it too)."""
-        await self._answer("started", b"null")
+        await self._answer(AnswerType.STARTED, b"null")
 
     async def heartbeat(self) -> None:
         """Prove the worker is alive (sent for you while a handler runs)."""
-        await self._answer("heartbeat", b"null")
+        await self._answer(AnswerType.HEARTBEAT, b"null")
 
 
 @dataclass
@@ -247,7 +247,7 @@ class Worker:
     ) -> None:
         reply_to, job_id = message.reply_to, message.correlation_id or ""
 
-        async def answer(kind: str, body: bytes) -> None:
+        async def answer(kind: AnswerType, body: bytes) -> None:
             if not reply_to:
                 return
             await channel.default_exchange.publish(
@@ -255,7 +255,7 @@ class Worker:
                     body,
                     content_type="application/json",
                     correlation_id=job_id,
-                    type=kind,
+                    type=kind.value,
                     user_id=self.user,
                 ),
                 routing_key=reply_to,
@@ -288,7 +288,7 @@ class Worker:
 
     async def _run(
         self, operation: _Operation, job: JobContext, raw: bytes
-    ) -> tuple[str, bytes] | None:
+    ) -> tuple[AnswerType, bytes] | None:
         """Run the handler; the answer to send, or None if the job was cancelled or expired."""
 
         async def call() -> JSON:
@@ -302,11 +302,11 @@ class Worker:
         try:
             async with asyncio.timeout(timeout):
                 result = await task
-            return "result", orjson.dumps(result)
+            return AnswerType.RESULT, orjson.dumps(result)
         except JobFailed as failure:
-            return "error", orjson.dumps(failure.body())
+            return AnswerType.ERROR, orjson.dumps(failure.body())
         except orjson.JSONDecodeError:
-            return "error", orjson.dumps(
+            return AnswerType.ERROR, orjson.dumps(
                 JobFailed("invalid_request", "the request is not JSON").body()
             )
         except TimeoutError:
@@ -318,7 +318,7 @@ class Worker:
             raise
         except Exception as exc:
             log.exception("job %s (%s) failed", job.id, operation.op)
-            return "error", orjson.dumps(
+            return AnswerType.ERROR, orjson.dumps(
                 JobFailed("worker_error", f"{type(exc).__name__}: {exc}").body()
             )
         finally:

@@ -18,7 +18,8 @@ import orjson
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from gateway.auth import AuthSettings, api_key_subject, jwt_subject
+from gateway.auth import api_key_subject, jwt_subject
+from gateway.config import AuthSettings
 from gateway.worker import Worker
 from tests.fault_support import GatewayProcess
 from tests.support import free_port, make_settings, serve_gateway

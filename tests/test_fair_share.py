@@ -12,7 +12,7 @@ import httpx
 import orjson
 import pytest
 
-from gateway.auth import AuthSettings
+from gateway.config import AuthSettings
 from gateway.errors import TooManyRequests
 from gateway.limits import ClientLimits, WaiterSlot
 from tests.fault_support import poll_until, store_job_ids

@@ -14,7 +14,7 @@ import pytest
 
 import gateway.client
 from gateway._sse import SSEParser
-from gateway.client import AsyncClient, Client, GatewayError, JobFailed
+from gateway.client import AsyncClient, Client, JobEvent, JobUnsuccessful, RequestRefused
 from gateway.types import JSON
 from tests.polyglot import Polyglot
 from tests.support import ROOT, TcpProxy
@@ -27,12 +27,31 @@ def test_public_api_is_what_all_says() -> None:
     assert sorted(gateway.client.__all__) == [
         "AsyncClient",
         "Client",
-        "Event",
-        "GatewayError",
-        "JobFailed",
+        "GatewayUnreachable",
+        "JobEvent",
+        "JobUnsuccessful",
+        "RequestRefused",
     ]
     for name in gateway.client.__all__:
         assert hasattr(gateway.client, name)
+
+
+def test_client_names_are_not_the_server_s() -> None:
+    """One name, one meaning: no client class shares a name with a server or worker one;
+    the old client names still work for now, with a DeprecationWarning."""
+    import gateway.errors
+    import gateway.jobs
+    import gateway.worker
+
+    others = set(dir(gateway.errors)) | set(dir(gateway.jobs)) | set(dir(gateway.worker))
+    assert not {n for n in gateway.client.__all__ if n[0].isupper()} & others
+    for old, new in (
+        ("GatewayError", RequestRefused),
+        ("JobFailed", JobUnsuccessful),
+        ("Event", JobEvent),
+    ):
+        with pytest.warns(DeprecationWarning, match=new.__name__):
+            assert getattr(gateway.client, old) is new
 
 
 @pytest.mark.parametrize("case", SSE_VECTORS, ids=[c["description"] for c in SSE_VECTORS])
@@ -51,10 +70,10 @@ async def test_call_submit_job_and_errors(polyglot: Polyglot) -> None:
         assert job["status"] in ("queued", "succeeded")
         done = await gw.job(job["id"], wait=10)
         assert done["result"] == {"sum": 2}
-        with pytest.raises(GatewayError) as unknown:
+        with pytest.raises(RequestRefused) as unknown:
             await gw.submit("no.such.op", {})
         assert (unknown.value.status, unknown.value.code) == (404, "unknown_op")
-        with pytest.raises(GatewayError) as invalid:
+        with pytest.raises(RequestRefused) as invalid:
             await gw.submit("math.add", {"a": "x", "b": 1})
         assert invalid.value.code == "invalid_request"
         assert invalid.value.details[0]["path"] == "/a"
@@ -72,7 +91,7 @@ async def test_validation_refuses_before_sending(polyglot: Polyglot) -> None:
     async with AsyncClient(
         polyglot.gateway.url, validate=True, transport=CountingTransport()
     ) as gw:
-        with pytest.raises(GatewayError) as caught:
+        with pytest.raises(RequestRefused) as caught:
             await gw.submit("math.add", {"a": 1})
         assert caught.value.code == "invalid_request"
         assert caught.value.details[0]["path"] == ""
@@ -96,7 +115,7 @@ async def test_call_reports_progress_and_failure(polyglot: Polyglot) -> None:
         await gw.job(job["id"], wait=10, after=1)
         cancelled = await gw.cancel(job["id"])
         assert cancelled["status"] == "cancelled"
-        with pytest.raises(JobFailed) as failed:
+        with pytest.raises(JobUnsuccessful) as failed:
             await gw.call(
                 "report.generate",
                 {"title": "T", "sections": 50, "seconds_per_section": 1},

@@ -69,6 +69,22 @@ export interface GatewayClientOptions {
   transport?: 'auto' | 'eventsource' | 'fetch';
   /** The EventSource class to use (default: the global one, if any). */
   EventSource?: typeof EventSource;
+  /**
+   * Seconds events() keeps trying to reach a gateway it cannot connect to (backing off
+   * exponentially, with jitter) before it throws GatewayError `unreachable`; default 60.
+   */
+  reconnectTimeout?: number;
+}
+
+export interface EventsOptions {
+  /** Start past this seq (default 0: every event). */
+  after?: number;
+  /** Stops the stream (and any reconnect wait) at once. */
+  signal?: AbortSignal;
+  /** Overrides the client's `reconnectTimeout` for this stream. */
+  reconnectTimeout?: number;
+  /** A job token (`job_token` of the job resource) to follow the job with, as `?access_token=`. */
+  jobToken?: string;
 }
 
 export interface SubmitOptions {
@@ -92,19 +108,24 @@ export interface CallOptions<Progress = unknown> {
 export class GatewayClient {
   constructor(options?: GatewayClientOptions);
   readonly baseUrl: string;
+  readonly reconnectTimeout: number;
   ops(options?: { signal?: AbortSignal }): Promise<Operation[]>;
   contract(op: string, options?: { signal?: AbortSignal }): Promise<Contract>;
   submit<Result = unknown>(op: string, body: unknown, options?: SubmitOptions): Promise<Job<Result>>;
   call<Result = unknown, Progress = unknown>(op: string, body: unknown, options?: CallOptions<Progress>): Promise<Result>;
-  job<Result = unknown>(id: string, options?: { wait?: number; after?: number; signal?: AbortSignal }): Promise<Job<Result>>;
+  job<Result = unknown>(id: string, options?: { wait?: number; after?: number; signal?: AbortSignal; jobToken?: string }): Promise<Job<Result>>;
   /** Throws GatewayError `job_finished` (409) if the job had already ended otherwise. */
   cancel(id: string, options?: { signal?: AbortSignal }): Promise<Job>;
-  events(id: string, options?: { after?: number; signal?: AbortSignal }): AsyncGenerator<JobEvent, void, undefined>;
+  /**
+   * Resumes dropped streams by Last-Event-ID; throws GatewayError `unreachable` (status 0)
+   * after `reconnectTimeout` seconds without reaching the gateway.
+   */
+  events(id: string, options?: EventsOptions): AsyncGenerator<JobEvent, void, undefined>;
 }
 
 export class GatewayError extends Error {
   name: 'GatewayError';
-  /** HTTP status; 422 for local validation, 0 for a `call` timeout. */
+  /** HTTP status; 422 for local validation, 0 for a `call` timeout or an unreachable gateway. */
   status: number;
   code: string;
   details: ValidationDetail[];

@@ -17,16 +17,19 @@ export const TERMINAL_EVENT_TYPES = new Set(['result', 'error', 'cancelled', 'ex
 export class GatewayError extends Error {
   /**
    * @param {object} fields
-   * @param {number} fields.status HTTP status (422 for local validation, 0 for a client timeout)
-   * @param {string} fields.code machine-readable code, e.g. `invalid_request`, `job_not_found`
+   * @param {number} fields.status HTTP status (422 for local validation, 0 for a client
+   *   timeout or an unreachable gateway)
+   * @param {string} fields.code machine-readable code, e.g. `invalid_request`, `job_not_found`,
+   *   `timeout`, `unreachable`
    * @param {string} fields.message
    * @param {Array<{path: string, message: string}>} [fields.details] JSON-pointer details
    * @param {number} [fields.retryAfter] seconds, from `Retry-After` (503s)
    * @param {boolean} [fields.local] produced by the client without (or after) a request
    * @param {object} [fields.job] the job concerned, when there is one
+   * @param {unknown} [fields.cause] the error behind a local one (e.g. `unreachable`)
    */
-  constructor({ status, code, message, details, retryAfter, local = false, job }) {
-    super(message);
+  constructor({ status, code, message, details, retryAfter, local = false, job, cause }) {
+    super(message, cause === undefined ? undefined : { cause });
     this.name = 'GatewayError';
     this.status = status;
     this.code = code;

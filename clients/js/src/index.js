@@ -7,7 +7,7 @@
  */
 
 import { GatewayError, JobFailedError, TERMINAL_STATUSES, errorFromResponse } from './errors.js';
-import { eventSourceEvents, fetchEvents } from './events.js';
+import { DEFAULT_RECONNECT_TIMEOUT_SECONDS, eventSourceEvents, fetchEvents } from './events.js';
 import { assertValidRequest, defaultValidator } from './validation.js';
 
 export { GatewayError, JobFailedError, TERMINAL_STATUSES, TERMINAL_EVENT_TYPES } from './errors.js';
@@ -32,6 +32,8 @@ export class GatewayClient {
    * @param {Record<string, string>} [options.headers] sent with every request (e.g. Authorization)
    * @param {'auto' | 'eventsource' | 'fetch'} [options.transport] how `events()` streams
    * @param {typeof EventSource} [options.EventSource] the EventSource class (default: the global)
+   * @param {number} [options.reconnectTimeout] seconds `events()` keeps trying to reach a
+   *   gateway it cannot connect to before it throws GatewayError `unreachable` (default 60)
    */
   constructor(options = {}) {
     const baseUrl = options.baseUrl ?? globalThis.location?.origin;
@@ -47,10 +49,13 @@ export class GatewayClient {
     this.headers = { ...(options.headers ?? {}) };
     this.transport = options.transport ?? 'auto';
     this.EventSource = options.EventSource ?? globalThis.EventSource;
+    this.reconnectTimeout = options.reconnectTimeout ?? DEFAULT_RECONNECT_TIMEOUT_SECONDS;
     /** @type {Map<string, Promise<object>>} contracts by op, fetched once */
     this.contracts = new Map();
     /** @type {Map<string, Promise<import('./validation.js').DefinitionCheck>>} */
     this.requestChecks = new Map();
+    /** @type {Map<string, string>} job id → the job token to read it with (`?access_token=`) */
+    this.jobTokens = new Map();
   }
 
   /** The operations the gateway serves: `[{op, description, href, settings}]`. */
@@ -86,7 +91,7 @@ export class GatewayClient {
       headers,
       body: JSON.stringify(body),
       signal,
-    });
+    }).then((job) => this.remember(job));
   }
 
   /**
@@ -137,10 +142,25 @@ export class GatewayClient {
    * The job; with `wait`, held until it ends (or, with `after`, until it has an event past
    * seq `after`) or `wait` seconds pass.
    * @param {string} id
-   * @param {{wait?: number, after?: number, signal?: AbortSignal}} [options]
+   * `jobToken`: read it with that token (`?access_token=`), here and in later calls.
+   * @param {{wait?: number, after?: number, signal?: AbortSignal, jobToken?: string}} [options]
    */
-  job(id, { wait, after, signal } = {}) {
-    return this.request('GET', `/v1/jobs/${encodeURIComponent(id)}`, { query: { wait, after }, signal });
+  job(id, { wait, after, signal, jobToken } = {}) {
+    if (jobToken !== undefined) this.jobTokens.set(id, jobToken);
+    const query = { wait, after, access_token: this.jobTokens.get(id) };
+    return this.request('GET', `/v1/jobs/${encodeURIComponent(id)}`, { query, signal }).then((job) => this.remember(job));
+  }
+
+  /**
+   * Keep the `job_token` of a job resource for the job's later reads (`?access_token=`,
+   * what EventSource needs), unless this client has an Authorization header of its own.
+   * `job(id, {jobToken})` and `events(id, {jobToken})` hand one in explicitly.
+   * @param {any} job
+   */
+  remember(job) {
+    const bearer = Object.keys(this.headers).some((name) => name.toLowerCase() === 'authorization');
+    if (!bearer && typeof job?.job_token === 'string') this.jobTokens.set(job.id, job.job_token);
+    return job;
   }
 
   /** Cancel a job; throws GatewayError `job_finished` (409) if it had already ended. */
@@ -151,22 +171,30 @@ export class GatewayClient {
   /**
    * The job's events from seq `after` on, as they happen, ending after the terminal one
    * (`result`, `error`, `cancelled` or `expired`). Survives dropped connections: it resumes
-   * from the last seq seen, so each event comes exactly once.
+   * from the last seq seen, so each event comes exactly once. Reconnects back off
+   * exponentially (with jitter); after `reconnectTimeout` seconds (default: the client's)
+   * without reaching the gateway it throws GatewayError `unreachable` (status 0), or the
+   * gateway's last 429/5xx GatewayError. `signal` stops it at any time.
    * @param {string} id
-   * @param {{after?: number, signal?: AbortSignal}} [options]
+   * `jobToken`: follow the job with that token (`?access_token=`, see `remember`).
+   * @param {{after?: number, signal?: AbortSignal, reconnectTimeout?: number, jobToken?: string}} [options]
    * @returns {AsyncGenerator<{seq: number, type: string, data: any}>}
    */
-  events(id, { after = 0, signal } = {}) {
+  events(id, { after = 0, signal, reconnectTimeout = this.reconnectTimeout, jobToken } = {}) {
+    if (jobToken !== undefined) this.jobTokens.set(id, jobToken);
     const path = `/v1/jobs/${encodeURIComponent(id)}`;
+    const token = this.jobTokens.get(id);
+    const query = token === undefined ? '' : `?access_token=${encodeURIComponent(token)}`;
     const target = {
-      url: `${this.baseUrl}${path}/events`,
-      jobUrl: `${this.baseUrl}${path}`,
+      url: `${this.baseUrl}${path}/events${query}`,
+      jobUrl: `${this.baseUrl}${path}${query}`,
+      baseUrl: this.baseUrl,
       fetch: this.fetch,
       headers: this.headers,
       EventSource: this.EventSource,
     };
-    if (this.usesEventSource()) return eventSourceEvents(target, { after, signal });
-    return fetchEvents(target, { after, signal });
+    if (this.usesEventSource()) return eventSourceEvents(target, { after, signal, reconnectTimeout });
+    return fetchEvents(target, { after, signal, reconnectTimeout });
   }
 
   /** EventSource can't send headers or go through an injected fetch: use it only without. */

@@ -224,4 +224,56 @@ describe('against the gateway', { skip: NEEDS_GATEWAY }, () => {
       await proxy.close();
     }
   });
+
+  test('events() gives up on a gateway that went away after reconnectTimeout, backing off; a signal stops it sooner', async () => {
+    const reconnectTimeout = 5;
+    const proxy = await startProxy(GATEWAY_URL);
+    const attempts = []; // when each stream request was made
+    const gateway = new GatewayClient({
+      baseUrl: proxy.url,
+      reconnectTimeout,
+      fetch: (url, init) => {
+        if (new URL(url).pathname.endsWith('/events')) attempts.push(Date.now());
+        return fetch(url, init);
+      },
+    });
+    const job = await client().submit('report.generate', slowReport(1, 60));
+    try {
+      let wentAway;
+      await assert.rejects(
+        (async () => {
+          for await (const event of gateway.events(job.id)) {
+            if (wentAway === undefined && event.type === 'queued') {
+              await proxy.close(); // listener and connections: nothing answers there now
+              wentAway = Date.now();
+            }
+          }
+        })(),
+        (error) => {
+          assert.ok(error instanceof GatewayError, String(error));
+          assert.equal(error.code, 'unreachable');
+          assert.equal(error.status, 0);
+          assert.equal(error.local, true);
+          assert.match(error.message, new RegExp(`^cannot reach the gateway at ${proxy.url}: `));
+          return true;
+        },
+      );
+      const elapsed = (Date.now() - wentAway) / 1000;
+      // The limit, plus the one `retry:` wait after the drop (before failures count).
+      assert.ok(elapsed <= reconnectTimeout + 3, `gave up after ${elapsed} s`);
+      const retries = attempts.slice(1);
+      assert.ok(retries.length >= 2, `${retries.length} reconnect attempts`);
+      assert.ok(retries[1] - retries[0] >= 1000, 'backed off between failed attempts');
+
+      // An AbortSignal ends the wait between attempts long before a (long) reconnectTimeout.
+      const started = Date.now();
+      await assert.rejects(
+        collect(gateway.events(job.id, { reconnectTimeout: 600, signal: AbortSignal.timeout(1000) })),
+        { name: 'TimeoutError' },
+      );
+      assert.ok(Date.now() - started < 5000, 'the signal stopped the retries');
+    } finally {
+      await client().cancel(job.id);
+    }
+  });
 });
