@@ -80,8 +80,12 @@ start() {
     if status; then echo "RabbitMQ node $RABBITMQ_NODENAME already running on port $port" >&2; return 0; fi
     rm -f "$RABBITMQ_PID_FILE"
     # A session of its own: a process-group kill of the caller (Ctrl-C, or killing
-    # `make run`'s group) leaves the node up; `stop` ends it.
-    setsid nohup "$bin/rabbitmq-server" >"$dir/log/console.log" 2>&1 </dev/null &
+    # `make run`'s group) leaves the node up; `stop` ends it. RABBITMQ_LOCAL_ATTACHED=1
+    # (the test harness) keeps it in the caller's group instead, so that a test run
+    # killed as a whole leaves no node behind.
+    detach=setsid
+    [ "${RABBITMQ_LOCAL_ATTACHED:-}" = 1 ] && detach=
+    $detach nohup "$bin/rabbitmq-server" >"$dir/log/console.log" 2>&1 </dev/null &
     if ! "$bin/rabbitmqctl" -q wait --timeout 120 "$RABBITMQ_PID_FILE" >/dev/null 2>&1; then
         echo "RabbitMQ did not start; see $dir/log/" >&2
         tail -n 30 "$dir/log/console.log" >&2 || true

@@ -6,6 +6,7 @@ from __future__ import annotations
 import secrets
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 from tests.support import RabbitNode, free_port
@@ -45,4 +46,11 @@ class RabbitCluster:
         for node in self.nodes:
             node.kill_if_running(signal.SIGKILL)
         epmd_port = self.nodes[0].env["RABBITMQ_LOCAL_EPMD_PORT"]
-        subprocess.run(["epmd", "-port", epmd_port, "-kill"], capture_output=True, check=False)
+        # epmd refuses -kill while it still lists a (dead) node: ask until it is gone.
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            subprocess.run(["epmd", "-port", epmd_port, "-kill"], capture_output=True)
+            names = subprocess.run(["epmd", "-port", epmd_port, "-names"], capture_output=True)
+            if names.returncode != 0:  # no epmd answers on that port any more
+                return
+            time.sleep(0.1)  # teardown retry, not a wait for an event

@@ -54,6 +54,7 @@ class RabbitNode:
             "RABBITMQ_LOCAL_DIST_PORT": str(free_port()),
             "RABBITMQ_LOCAL_EPMD_PORT": str(epmd_port or free_port()),
             "RABBITMQ_LOCAL_NODENAME": self.name,
+            "RABBITMQ_LOCAL_ATTACHED": "1",  # dies with a test run killed as a whole
         }
         self.url = f"amqp://guest:guest@127.0.0.1:{self.port}/"
 
