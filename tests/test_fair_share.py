@@ -14,6 +14,7 @@ import pytest
 
 from gateway.config import AuthSettings
 from gateway.errors import TooManyRequests
+from gateway.http.access import address_key
 from gateway.limits import ClientLimits, WaiterSlot
 from tests.fault_support import poll_until, store_job_ids
 from tests.support import RunningGateway, make_settings, serve_gateway
@@ -140,3 +141,12 @@ async def test_one_client_cannot_take_every_waiter_slot(rabbit, tmp_path):
         answers = await asyncio.gather(*polls)
         assert {(r.status_code, r.json()["status"]) for r in answers} == {(200, "cancelled")}
         await poll_until(lambda: gw.service.hub.waiting == 0)
+
+
+def test_an_ipv6_client_is_its_64_block() -> None:
+    """A host picks any address of its /64 at will: each must not be another client."""
+    assert address_key("2001:db8:1:2::9") == address_key("2001:db8:1:2:ffff::1")
+    assert address_key("2001:db8:1:2::9") == "2001:db8:1:2::/64"
+    assert address_key("2001:db8:1:3::9") != address_key("2001:db8:1:2::9")
+    assert address_key("::ffff:10.0.0.1") == "10.0.0.1" == address_key("10.0.0.1")
+    assert address_key("10.0.0.1") != address_key("10.0.0.2")

@@ -3,6 +3,8 @@ per-client limits, and the job token handed out with each job when auth is on.""
 
 from __future__ import annotations
 
+import ipaddress
+
 from starlette.requests import Request
 
 from gateway.auth import Authenticator, Principal
@@ -29,7 +31,21 @@ def client_key(request: Request, principal: Principal) -> str:
     it the job, one subject with many jobs would be as many clients, each with a share."""
     if principal.subject is not None:
         return "sub:" + principal.subject
-    return "addr:" + (request.client.host if request.client else "unknown")
+    return "addr:" + address_key(request.client.host if request.client else "unknown")
+
+
+def address_key(host: str) -> str:
+    """An IPv4 address as it is; an IPv6 one by its /64, the block one host is given (its
+    own addresses within it are free to take, so each would be another client)."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if not isinstance(address, ipaddress.IPv6Address):
+        return host
+    if address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(ipaddress.IPv6Network((address, 64), strict=False))
 
 
 async def caller(request: Request) -> Principal:
