@@ -81,7 +81,7 @@ async def readyz_probed(gateway: GatewayProcess) -> AsyncIterator[ReadyzProbe]:
             await probing
 
 
-def check(probe: ReadyzProbe, bound: float = 0.5) -> None:
+def check(probe: ReadyzProbe, bound: float = 1.0) -> None:
     assert set(probe.statuses) == {200}, probe.statuses
     assert max(probe.latencies) < bound, f"/readyz took {max(probe.latencies):.3f}s"
 
