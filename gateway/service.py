@@ -74,13 +74,14 @@ class GatewayService:
         )
         self._sweeper: asyncio.Task[None] | None = None
         self._ops_in_flight: OrderedDict[str, str] = OrderedDict()
-        if settings.worker_users is not None and settings.worker_users.uncovered(contracts):
+        uncovered = settings.worker_users.uncovered(contracts) if settings.worker_users else []
+        if uncovered:
             # Refused, not warned: nobody could ever answer these, so their jobs would all
             # end in deadlines and lost leases, far from the cause.
             raise ValueError(
                 f"--worker-users names no broker user for the operations "
-                f"{', '.join(settings.worker_users.uncovered(contracts))}: add an entry "
-                f"(a glob such as '*=worker' matches the rest)"
+                f"{', '.join(uncovered)}: add an entry (a glob such as '*=worker' matches "
+                f"the rest)"
             )
 
     async def start(self) -> None:
@@ -221,10 +222,11 @@ class GatewayService:
         after: int | None = None,
         principal: Principal = ANONYMOUS,
     ) -> Job:
-        """The job once it is terminal (or has an event past `after`), or after `timeout`."""
+        """The job once it is terminal (or has an event past `after`), or after `timeout`.
+        Capacity is the caller's to check first (`check_capacity`), before anything it
+        cannot take back: a submit checks before it makes the job."""
         if principal is not ANONYMOUS:
             await self.job(job_id, principal)
-        self.check_capacity()
 
         def done(job: Job | None) -> bool:
             if job is None or job.terminal:

@@ -22,6 +22,7 @@ async def get_job(request: Request) -> Response:
     wait = wait_seconds(request, service.settings.max_wait_seconds)
     after = after_seq(request)
     if wait:
+        service.check_capacity()
         with limits_of(request).waiting(client_key(request, principal)):
             job = await service.wait_for_job(job_id, wait, after=after, principal=principal)
     else:
