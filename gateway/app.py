@@ -18,6 +18,7 @@ from gateway.http.responses import EXCEPTION_HANDLERS
 from gateway.limits import ClientLimits
 from gateway.metrics import Metrics
 from gateway.service import GatewayService
+from gateway.siblings import ForwardToOwner, Siblings, forwarding_config
 from gateway.store import JobStore, open_store
 from gateway.store.bounded import BoundedStore
 from gateway.store.memory import MemoryStore
@@ -66,13 +67,23 @@ def create_app(settings: Settings | None = None) -> Starlette:
     if light_ops:
         store = DurabilityRouter(store, MemoryStore(), light_ops)
     service = GatewayService(settings, contracts, store)
+    siblings = (
+        Siblings(settings.siblings_dir, settings.workers)
+        if settings.siblings_dir is not None
+        else None
+    )
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if siblings is not None:
+            await siblings.start(app, forwarding_config(app, settings))
+            service.slot = siblings.slot
         await service.start()
         try:
             yield
         finally:
+            if siblings is not None:
+                await siblings.stop()
             await service.stop()
 
     app = Starlette(
@@ -85,6 +96,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.state.limits = ClientLimits(
         settings.rate_limit, settings.max_waiters_per_client, settings.max_waiters
     )
+    if siblings is not None:
+        # Inside CORS: the receiving process answers CORS, its sibling the request.
+        app.add_middleware(ForwardToOwner, siblings=siblings, light_ops=frozenset(light_ops))
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

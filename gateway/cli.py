@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -26,8 +25,6 @@ EXIT_JOB_FAILED = 1
 EXIT_REFUSED = 2
 EXIT_UNREACHABLE = 3
 EXIT_TIMEOUT = 4
-
-QUIET_LIBRARIES = ("aiormq", "aio_pika", "asyncpg")
 
 AUTH_OPTIONS = (
     "api_keys_file",
@@ -275,6 +272,16 @@ def main() -> None:
     "(SECURITY.md).",
 )
 @click.option(
+    "--workers",
+    envvar="GATEWAY_WORKERS",
+    default="1",
+    show_envvar=True,
+    callback=lambda _ctx, _param, value: _workers(value),
+    help="Gateway processes sharing the port, one supervisor restarting any that dies: a "
+    "number, or 0 or 'auto' for one per CPU. Any process answers for any job. The waiter "
+    "caps above are for all of them together.",
+)
+@click.option(
     "--forwarded-allow-ips",
     envvar="GATEWAY_FORWARDED_ALLOW_IPS",
     default="127.0.0.1",
@@ -288,12 +295,20 @@ def main() -> None:
     show_envvar=True,
     type=click.Choice(["debug", "info", "warning", "error"]),
 )
-def serve(host: str, port: int, log_level: str, forwarded_allow_ips: str, **settings: Any) -> None:
+def serve(
+    host: str,
+    port: int,
+    log_level: str,
+    forwarded_allow_ips: str,
+    workers: int | None,
+    **settings: Any,
+) -> None:
     """Serve the HTTP API (needs the server extra: pip install 'amqp-http-gateway[server]')."""
     try:
         import uvicorn
 
         from gateway.app import create_app
+        from gateway.processes import configure_logging, cpu_count, serve_processes
         from gateway.server import uvicorn_config
     except ModuleNotFoundError as exc:
         if (exc.name or "").partition(".")[0] == "gateway":
@@ -301,13 +316,16 @@ def serve(host: str, port: int, log_level: str, forwarded_allow_ips: str, **sett
         click.echo(SERVER_EXTRA_MISSING, err=True)
         sys.exit(2)
 
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    for library in QUIET_LIBRARIES:
-        # Their debug output dumps AMQP frames, request and answer bodies among them:
-        # never below info, whatever the gateway's own level (SECURITY.md, logs).
-        logging.getLogger(library).setLevel(max(logging.INFO, logging.getLogger().level))
+    configure_logging(log_level)
+    server_options: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "access_log": False,  # an access log would record job tokens in query strings
+        "proxy_headers": True,
+        "forwarded_allow_ips": forwarded_allow_ips,
+        "timeout_graceful_shutdown": 5,
+    }
+    workers = workers or cpu_count()
     try:
         auth = AuthSettings(
             **{name: settings.pop(name) for name in AUTH_OPTIONS},
@@ -316,26 +334,31 @@ def serve(host: str, port: int, log_level: str, forwarded_allow_ips: str, **sett
             origin for value in settings["cors_origins"] for origin in value.split()
         )
         gateway_settings = Settings(auth=auth, **settings)
+        if workers > 1:
+            sys.exit(serve_processes(gateway_settings, workers, log_level, **server_options))
         app = create_app(gateway_settings)
     except (ContractError, ValueError) as exc:
         click.echo(f"gateway: {exc}", err=True)
         sys.exit(2)
     server = uvicorn.Server(
-        uvicorn_config(
-            app,
-            gateway_settings,
-            host=host,
-            port=port,
-            log_level=log_level,
-            access_log=False,  # an access log would record job tokens in query strings
-            proxy_headers=True,
-            forwarded_allow_ips=forwarded_allow_ips,
-            timeout_graceful_shutdown=5,
-        )
+        uvicorn_config(app, gateway_settings, log_level=log_level, **server_options)
     )
     server.run()
     if not server.started:
         sys.exit(3)  # could not listen (the address in use, say): uvicorn said why
+
+
+def _workers(value: str) -> int | None:
+    """A count of processes; None for one per CPU."""
+    if value.strip().lower() in ("auto", "0"):
+        return None
+    try:
+        count = int(value)
+    except ValueError:
+        raise click.BadParameter(f"a number, or 0 or 'auto', not {value!r}") from None
+    if count < 0:
+        raise click.BadParameter("a number, or 0 or 'auto'")
+    return count
 
 
 def _worker_users(value: str | None) -> WorkerUsers | None:

@@ -95,6 +95,11 @@ class Settings:
     None (the default): a fair share, half of the `max_waiters` slots the other clients
     leave free (a lone client gets half, a second a quarter, ...), so no client can lock
     the others out. N: at most N each. 0: no per-client limit (one trusted client)."""
+    workers: int = 1
+    """Processes of one `gateway serve --workers N` on this machine, this one among them
+    (gateway/processes.py). The waiter caps above are each process's own share."""
+    siblings_dir: Path | None = None
+    """Where those processes find each other (gateway/siblings.py); None when alone."""
     worker_users: WorkerUsers | None = None
     """Which broker users may answer which operations (`--worker-users`); None trusts an
     answer from any broker user, as before. See gateway/trust.py and SECURITY.md."""

@@ -122,13 +122,15 @@ def new_job(
     request_hash: str | None = None,
     deadline_seconds: float | None = None,
     owner: str | None = None,
+    id_suffix: str = "",
 ) -> tuple[Job, Event]:
-    """A fresh job and its first event, `queued` (seq 1)."""
+    """A fresh job and its first event, `queued` (seq 1). `id_suffix` ends its id (a light
+    job's says which process holds it: gateway/siblings.py)."""
     ts = now()
     job = Job(
         deadline_at=None if deadline_seconds is None else ts + deadline_seconds,
         owner=owner,
-        id=new_job_id(),
+        id=new_job_id() + id_suffix,
         op=op,
         status="queued",
         seq=1,

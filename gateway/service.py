@@ -73,6 +73,9 @@ class GatewayService:
             lambda: self.hub.waiting,
         )
         self._sweeper: asyncio.Task[None] | None = None
+        self.slot: int | None = None
+        """This process's slot among those of one `gateway serve --workers N`
+        (gateway/siblings.py); None when alone. A light job's id ends in `.<slot>`."""
         self._ops_in_flight: OrderedDict[str, str] = OrderedDict()
         uncovered = settings.worker_users.uncovered(contracts) if settings.worker_users else []
         if uncovered:
@@ -143,6 +146,9 @@ class GatewayService:
             request_hash=fingerprint,
             deadline_seconds=deadline_seconds or contract.settings.deadline_seconds,
             owner=owner,
+            id_suffix=f".{self.slot}"
+            if self.slot is not None and contract.settings.durability == "light"
+            else "",
         )
         raw = orjson.dumps(body)
         created = await self.store.create(job, first, raw)
@@ -431,10 +437,15 @@ class GatewayService:
         await self._announce(job, recorded.event)
 
     async def _announce(self, job: Job, event: Event) -> None:
-        """A new event is stored: wake this instance's waiters, and tell the others."""
+        """A new event is stored: wake this instance's waiters, and tell the others (not
+        of a light job: it is followed only where it lives)."""
         self.hub.notify(job.id, job, event)
-        if self.peers is not None:
+        if self.peers is not None and not self._light(job.op):
             await self.peers.tell(job, event)
+
+    def _light(self, op: str) -> bool:
+        contract = self.contracts.get(op)
+        return contract is not None and contract.settings.durability == "light"
 
     # -- deadlines, leases, retention ---------------------------------------------------
 
