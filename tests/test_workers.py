@@ -7,11 +7,12 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
 import httpx
+import orjson
 
 from gateway.worker import Worker
 from tests.fault_support import GatewayProcess, poll_until, sse_events
@@ -42,7 +43,7 @@ def running(pid: int) -> bool:
 
 @asynccontextmanager
 async def gateway_processes(
-    tmp_path: Path, rabbit_url: str, workers: int = 2
+    tmp_path: Path, rabbit_url: str, workers: int = 2, options: Sequence[str] = ()
 ) -> AsyncIterator[tuple[GatewayProcess, dict[str, str]]]:
     settings, ops = make_settings(
         tmp_path,
@@ -59,7 +60,7 @@ async def gateway_processes(
         settings.store_url,
         tmp_path / "gateway.log",
         log_level="info",
-        options=["--workers", str(workers)],
+        options=["--workers", str(workers), *options],
     )
     await gateway.start()
     try:
@@ -249,3 +250,59 @@ async def test_sigterm_drains_the_requests_in_flight(rabbit, tmp_path, run_worke
         assert not any(running(pid) for pid in processes)
         log = gateway.log.read_text()
         assert "Traceback" not in log, log[-3000:]
+
+
+async def test_a_job_token_from_one_process_opens_the_job_in_another(rabbit, tmp_path, run_worker):
+    """With auth on and no --job-token-secret, every process signs with the one secret the
+    supervisor made; owners are checked by whichever process serves."""
+    keys = tmp_path / "keys.json"
+    keys.write_bytes(
+        orjson.dumps(
+            {
+                "keys": [
+                    {"key": "alice-key", "subject": "alice", "scopes": ["ops:*"]},
+                    {"key": "bob-key", "subject": "bob", "scopes": ["ops:*"]},
+                ]
+            }
+        )
+    )
+    async with gateway_processes(tmp_path, rabbit.url, options=["--api-keys", str(keys)]) as (
+        gateway,
+        ops,
+    ):
+        worker = Worker(rabbit.url)
+
+        @worker.operation(ops["quick"])
+        async def quick(request, job):
+            return {}
+
+        @worker.operation(ops["math.add"])
+        async def add(request, job):
+            return {"sum": request["a"] + request["b"]}
+
+        await run_worker(worker)
+        alice = {"authorization": "Bearer alice-key"}
+        async with AsyncExitStack() as stack:
+            found: dict[str, httpx.AsyncClient] = {}
+            for _ in range(200):
+                http = await stack.enter_async_context(
+                    httpx.AsyncClient(
+                        base_url=gateway.url, timeout=30, limits=httpx.Limits(max_connections=1)
+                    )
+                )
+                r = await http.post(f"/v1/ops/{ops['quick']}?wait=10", json={}, headers=alice)
+                assert r.status_code == 200, r.text
+                found.setdefault(r.json()["id"].rpartition(".")[2], http)
+                if len(found) == 2:
+                    break
+            here, there = found["0"], found["1"]
+            for op, body in ((ops["math.add"], {"a": 1, "b": 2}), (ops["quick"], {})):
+                r = await here.post(f"/v1/ops/{op}?wait=10", json=body, headers=alice)
+                assert r.status_code == 200, r.text
+                job = r.json()
+                location = r.headers["location"]
+                opened = await there.get(f"{location}/events?access_token={job['job_token']}")
+                assert opened.status_code == 200, opened.text
+                assert opened.json()["events"][-1]["type"] == "result"
+                bob = await there.get(location, headers={"authorization": "Bearer bob-key"})
+                assert bob.status_code == 404
