@@ -24,6 +24,8 @@ from gateway.store.bounded import BoundedStore
 from gateway.store.memory import MemoryStore
 from gateway.store.routing import DurabilityRouter
 
+SIBLING_BROKER_WAIT_SECONDS = 10.0
+
 CORS_REQUEST_HEADERS = [
     "Authorization",
     "Content-Type",
@@ -79,6 +81,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await siblings.start(app, forwarding_config(app, settings))
             service.slot = siblings.slot
         await service.start()
+        if siblings is not None:
+            # A process (re)starting beside others that serve takes no connections (they
+            # go to those others) until it can publish, or gives up waiting and serves
+            # 503s as a lone gateway would with RabbitMQ down.
+            await service.broker.wait_ready(SIBLING_BROKER_WAIT_SECONDS)
         try:
             yield
         finally:

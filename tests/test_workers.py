@@ -79,8 +79,8 @@ async def connection_per_process(
         http = await stack.enter_async_context(
             httpx.AsyncClient(base_url=url, timeout=30, limits=httpx.Limits(max_connections=1))
         )
-        r = await http.post(f"/v1/ops/{op}?wait=10", json={})
-        assert r.status_code == 200, r.text
+        r = await http.post(f"/v1/ops/{op}", json={})
+        assert r.status_code == 202, r.text
         slot = r.json()["id"].rpartition(".")[2]
         found.setdefault(slot, http)
         if len(found) == workers:
@@ -209,7 +209,18 @@ async def test_a_killed_process_is_restarted_and_no_accepted_job_is_lost(
             async def adder(request, job):
                 return {"sum": request["a"] + request["b"]}
 
-            await run_worker(worker)
+            # Waiting in both processes: one takes the answers (gateway.answers has a
+            # single active consumer), and wakes the other's waiters through RabbitMQ.
+            async with AsyncExitStack() as stack:
+                by_slot = await connection_per_process(stack, gateway.url, ops["quick"], 2)
+                waits = [
+                    asyncio.create_task(connection.get(f"{accepted[0]}?wait=30"))
+                    for connection in by_slot.values()
+                ]
+                await run_worker(worker)
+                async with asyncio.timeout(15):  # well before the wait runs out
+                    for waited in waits:
+                        assert (await waited).json()["status"] == "succeeded"
             for n, location in enumerate(accepted):
                 job = (await http.get(f"{location}?wait=30")).json()
                 assert job["status"] == "succeeded", job
