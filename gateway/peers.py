@@ -40,6 +40,7 @@ class PeerNotices:
         self.trusted_user = trusted_user
         self.instance = secrets.token_hex(8)
         self._exchange: AbstractExchange | None = None
+        self._telling: set[asyncio.Task[None]] = set()  # held, so none is collected early
 
     async def attach_publisher(self, channel: AbstractChannel) -> None:
         self._exchange = await channel.declare_exchange(
@@ -59,6 +60,13 @@ class PeerNotices:
     def reconnected(self) -> None:
         """Notices may have been lost while disconnected: every waiter re-reads."""
         self.hub.wake_all()
+
+    def tell_soon(self, job: Job, event: Event) -> None:
+        """`tell`, in a task of its own: it goes out before whatever the caller does next
+        (the loop runs tasks in the order they were made), and never holds the caller."""
+        task = asyncio.create_task(self.tell(job, event))
+        self._telling.add(task)
+        task.add_done_callback(self._telling.discard)
 
     async def tell(self, job: Job, event: Event) -> None:
         exchange = self._exchange

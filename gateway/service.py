@@ -289,7 +289,7 @@ class GatewayService:
             if job.status == "cancelled":
                 return job  # cancelling twice is fine
             raise Conflict(f"the job has already ended ({job.status})", code="job_finished")
-        await self._announce(job, recorded.event)
+        self._announce(job, recorded.event)
         self.metrics.jobs_finished.labels(job.op, "cancelled").inc()
         self.metrics.job_event(job, recorded.event, answered=False)
         try:
@@ -434,14 +434,16 @@ class GatewayService:
             self._ops_in_flight.pop(job_id, None)
             self.metrics.jobs_finished.labels(job.op, job.status).inc()
         self.metrics.job_event(job, recorded.event, answered=answered)
-        await self._announce(job, recorded.event)
+        self._announce(job, recorded.event)
 
-    async def _announce(self, job: Job, event: Event) -> None:
-        """A new event is stored: wake this instance's waiters, and tell the others (not
-        of a light job: it is followed only where it lives)."""
-        self.hub.notify(job.id, job, event)
+    def _announce(self, job: Job, event: Event) -> None:
+        """A new event is stored: tell the other instances (not of a light job: it is
+        followed only where it lives), and wake this instance's waiters. The others are
+        told first: waking thousands of waiters here would delay the notice behind them
+        all, and their waiters with it."""
         if self.peers is not None and not self._light(job.op):
-            await self.peers.tell(job, event)
+            self.peers.tell_soon(job, event)
+        self.hub.notify(job.id, job, event)
 
     def _light(self, op: str) -> bool:
         contract = self.contracts.get(op)
