@@ -8,8 +8,14 @@ event stream until a marker."""
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+
+# Linux: pick the source port at connect(), not bind(), so it need only be unique per
+# (source, destination) pair: one source address then gives a full ephemeral range
+# for each destination. (Not in Python's socket module by name.)
+IP_BIND_ADDRESS_NO_PORT = 24
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,11 +30,15 @@ class HttpError(Exception):
 
 
 class Connection:
-    """One keep-alive connection to host:port; reconnects when the server closed it."""
+    """One keep-alive connection to host:port; reconnects when the server closed it.
+    `source`: the local address to connect from (127.0.0.2, ...), so one machine can
+    hold more connections to one server port than a single address's ephemeral ports."""
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, source: str | None = None) -> None:
         self.host = host
         self.port = port
+        self.source = source
+        self.local_port = 0  # of the latest socket: which server process holds it, say
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
 
@@ -39,8 +49,26 @@ class Connection:
             or self._writer.is_closing()
             or self._reader.at_eof()  # the server closed it (uvicorn: idle keep-alive)
         ):
-            self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
+            if self.source is None:
+                self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
+            else:
+                self._reader, self._writer = await asyncio.open_connection(
+                    sock=await self._connect_from(self.source)
+                )
+            self.local_port = self._writer.get_extra_info("sockname")[1]
         return self._reader, self._writer
+
+    async def _connect_from(self, source: str) -> socket.socket:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+            sock.bind((source, 0))
+            await asyncio.get_running_loop().sock_connect(sock, (self.host, self.port))
+        except BaseException:
+            sock.close()
+            raise
+        return sock
 
     def close(self) -> None:
         if self._writer is not None:

@@ -163,50 +163,110 @@ def http_text(url: str) -> str:
         return text
 
 
-def cpu_seconds(pid: int, with_children: bool = False) -> float:
-    """User + system CPU seconds of a process (and its live children, for a pool)."""
+def tree(pid: int) -> list[psutil.Process]:
+    """A process and all its descendants alive now: a `gateway serve --workers N`
+    supervisor and its N children (and multiprocessing's helper), a prefork pool."""
     try:
         process = psutil.Process(pid)
-        times = process.cpu_times()
-        total = times.user + times.system
-        if with_children:
-            for child in process.children(recursive=True):
-                with contextlib.suppress(psutil.NoSuchProcess):
-                    child_times = child.cpu_times()
-                    total += child_times.user + child_times.system
-        return total
+        return [process, *process.children(recursive=True)]
     except psutil.NoSuchProcess:
-        return 0.0
+        return []
 
 
-def rss_bytes(pid: int) -> int:
-    return int(psutil.Process(pid).memory_info().rss)
+def _processes(pid: int, with_children: bool) -> list[psutil.Process]:
+    if with_children:
+        return tree(pid)
+    try:
+        return [psutil.Process(pid)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def cpu_by_pid(pid: int, with_children: bool = False) -> dict[int, float]:
+    """User + system CPU seconds (utime + stime) of a process, and of each of its live
+    descendants if asked, by pid."""
+    found: dict[int, float] = {}
+    for process in _processes(pid, with_children):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            times = process.cpu_times()
+            found[process.pid] = float(times.user + times.system)
+    return found
+
+
+def cpu_seconds(pid: int, with_children: bool = False) -> float:
+    """User + system CPU seconds of a process (and its live descendants, if asked)."""
+    return sum(cpu_by_pid(pid, with_children).values())
+
+
+def rss_bytes(pid: int, with_children: bool = False) -> int:
+    """Resident memory of a process (summed with its live descendants', if asked)."""
+    total = 0
+    for process in _processes(pid, with_children):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            total += int(process.memory_info().rss)
+    return total
+
+
+def settle(pid: int, timeout: float, quiet_pct: float = 20.0) -> None:
+    """Until a process tree is near idle (below quiet_pct of a core over half a second):
+    done starting, importing, accepting."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        before, t0 = cpu_seconds(pid, True), time.monotonic()
+        time.sleep(0.5)
+        if 100 * (cpu_seconds(pid, True) - before) / (time.monotonic() - t0) < quiet_pct:
+            return
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds every core of the machine spent busy (not idle, not waiting on I/O):
+    what other processes, outside the ones watched, took in a window."""
+    times = psutil.cpu_times()
+    return float(sum(times) - times.idle - getattr(times, "iowait", 0.0))
 
 
 @dataclass(frozen=True)
 class Watched:
-    """A process whose CPU a measurement reports, under a short label."""
+    """A process whose CPU a measurement reports, under a short label; with_children
+    sums its descendants too (the gateway's supervisor and its worker processes)."""
 
     label: str
     pid: int
     with_children: bool = False
 
 
+MACHINE = "machine"
+
+
 class CpuWindow:
-    """CPU of several processes over one measurement window, as % of one core."""
+    """CPU of several processes over one measurement window: utime + stime deltas, per
+    pid, so a process tree is summed over the processes alive at the start and at the
+    end (one that appears during the window counts from its first second). `stop`
+    returns % of one core per label, and `seconds` the CPU seconds and the window's wall
+    time; label "machine" is the whole machine's busy time, all processes included."""
 
     def __init__(self, watched: Iterable[Watched]) -> None:
         self.watched = list(watched)
-        self._start: dict[str, float] = {}
+        self._start: dict[str, dict[int, float]] = {}
+        self._machine0 = 0.0
         self._t0 = 0.0
+        self.seconds: dict[str, float] = {}
+        self.wall = 0.0
 
     def start(self) -> None:
+        self._start = {w.label: cpu_by_pid(w.pid, w.with_children) for w in self.watched}
+        self._machine0 = machine_busy_seconds()
         self._t0 = time.monotonic()
-        self._start = {w.label: cpu_seconds(w.pid, w.with_children) for w in self.watched}
 
     def stop(self) -> dict[str, float]:
-        wall = max(time.monotonic() - self._t0, 1e-9)
-        return {
-            w.label: 100.0 * (cpu_seconds(w.pid, w.with_children) - self._start[w.label]) / wall
-            for w in self.watched
-        }
+        self.wall = max(time.monotonic() - self._t0, 1e-9)
+        machine = machine_busy_seconds() - self._machine0
+        self.seconds = {}
+        for w in self.watched:
+            before = self._start[w.label]
+            now = cpu_by_pid(w.pid, w.with_children)
+            # A process gone by the end is lost for the window's last part: none should
+            # end during a measurement, and its seconds up to the start cancel out.
+            self.seconds[w.label] = sum(cpu - before.get(pid, 0.0) for pid, cpu in now.items())
+        self.seconds[MACHINE] = machine
+        return {label: 100.0 * cpu / self.wall for label, cpu in self.seconds.items()}

@@ -1,12 +1,15 @@
 """Run the whole benchmark and write bench/RESULTS.md.
 
-    .venv/bin/python -m bench.run                       # everything, 3 repeats (~10 min)
+    .venv/bin/python -m bench.run                       # everything, 3 repeats (~12 min)
     .venv/bin/python -m bench.run --duration 5 --repeats 1 --scenarios raw,rpc
+    .venv/bin/python -m bench.run --scenarios workers --repeats 2 --output /tmp/w.md
+    .venv/bin/python -m bench.run --scenarios waiters,bigwaiters --repeats 1 --output /tmp/x.md
 
 Every figure comes from one run, on one machine and one private RabbitMQ node. The
 scenarios take turns within each repeat (round-robin), so a slow spell of the machine
 touches all of them alike; each figure reported is the median over the repeats, and each
-ratio the median of the per-repeat ratios.
+ratio the median of the per-repeat ratios. The 50,000-waiter run (`bigwaiters`) is
+made once, in the last repeat: it takes a minute and its figure varies little.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +29,10 @@ if __package__ in (None, ""):  # run as `python bench/run.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.report import write_report
-from bench.scenarios import Bench, Settings
+from bench.scenarios import Bench, Settings, has_workers_flag
 
-SCENARIOS = ("raw", "rpc", "async", "celery", "latency", "waiters")
+SCENARIOS = ("raw", "rpc", "workers", "async", "celery", "latency", "waiters", "bigwaiters")
+ONCE = {"bigwaiters"}  # measured in the last repeat only
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -38,7 +43,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds first")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each measurement")
     parser.add_argument("--concurrency", type=int, default=64, help="requests in flight (C)")
+    parser.add_argument(
+        "--workers-concurrency", type=int, default=128, help="C of the --workers 1 vs 2 runs"
+    )
     parser.add_argument("--waiters", type=int, default=10_000, help="idle connections")
+    parser.add_argument(
+        "--waiters-workers",
+        type=int,
+        default=0,
+        help="gateway processes for the idle waiters (default 2, or 1 without --workers)",
+    )
+    parser.add_argument(
+        "--big-waiters", type=int, default=50_000, help="idle connections of `bigwaiters`"
+    )
+    parser.add_argument(
+        "--big-waiters-workers",
+        type=int,
+        default=4,
+        help="gateway processes for `bigwaiters` (each holds under the 20,000 open files)",
+    )
     parser.add_argument(
         "--scenarios",
         default=",".join(SCENARIOS),
@@ -60,6 +83,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def plan(bench: Bench, scenarios: list[str]) -> list[tuple[str, Any]]:
     """(key, measurement) in the order each repeat runs them."""
+    s = bench.settings
     steps: list[tuple[str, Any]] = []
     if "raw" in scenarios:
         steps += [
@@ -70,6 +94,11 @@ def plan(bench: Bench, scenarios: list[str]) -> list[tuple[str, Any]]:
         steps += [
             ("rpc.light", lambda: bench.gateway_rpc("light")),
             ("rpc.durable", lambda: bench.gateway_rpc("durable")),
+        ]
+    if "workers" in scenarios:
+        steps += [
+            ("workers.1", lambda: bench.gateway_workers(1)),
+            ("workers.2", lambda: bench.gateway_workers(2)),
         ]
     if "async" in scenarios:
         steps += [
@@ -86,17 +115,27 @@ def plan(bench: Bench, scenarios: list[str]) -> list[tuple[str, Any]]:
             ("c1.rpc.durable", lambda: bench.gateway_rpc("durable", concurrency=1)),
         ]
     if "waiters" in scenarios:
-        steps += [("waiters", bench.idle_waiters)]
+        steps += [("waiters", lambda: bench.idle_waiters(s.waiters, s.waiters_workers))]
+    if "bigwaiters" in scenarios:
+        steps += [("bigwaiters", lambda: bench.idle_waiters(s.big_waiters, s.big_waiters_workers))]
     return steps
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    command = " ".join(
-        [".venv/bin/python -m bench.run", *map(shlex.quote, argv or sys.argv[1:])]
-    ).strip()
+    given = list(argv if argv is not None else sys.argv[1:])
+    command = " ".join([".venv/bin/python -m bench.run", *map(shlex.quote, given)])
     work = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
-    settings = Settings(args.duration, args.warmup, args.concurrency, args.waiters)
+    settings = Settings(
+        args.duration,
+        args.warmup,
+        args.concurrency,
+        args.waiters,
+        waiters_workers=args.waiters_workers or (2 if has_workers_flag() else 1),
+        workers_concurrency=args.workers_concurrency,
+        big_waiters=args.big_waiters,
+        big_waiters_workers=args.big_waiters_workers,
+    )
     bench = Bench(work, settings)
     runs: dict[str, list[dict[str, Any]]] = defaultdict(list)
     failures: list[str] = []
@@ -107,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
         steps = plan(bench, args.scenarios)
         for repeat in range(1, args.repeats + 1):
             for key, measure in steps:
+                if key in ONCE and repeat != args.repeats:
+                    continue
                 print(f"[{repeat}/{args.repeats}] {key} ...", end=" ", flush=True)
                 try:
                     result = measure()
@@ -122,13 +163,53 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         bench.stop()
     elapsed = time.monotonic() - started
-    write_report(args.output, runs, failures, command, settings, args.repeats, elapsed)
+    write_report(
+        args.output,
+        runs,
+        failures,
+        command,
+        settings,
+        args.repeats,
+        elapsed,
+        reproducer(given),
+    )
     print(f"wrote {args.output} after {elapsed / 60:.1f} min", flush=True)
     if args.keep:
         print(f"kept {work}", flush=True)
     else:
         shutil.rmtree(work, ignore_errors=True)
     return 1 if failures else 0
+
+
+def reproducer(given: list[str]) -> Callable[[str], str]:
+    """The command measuring only some scenarios, with this run's other options, into
+    /tmp (so it never overwrites bench/RESULTS.md)."""
+    kept: list[str] = []
+    repeats: list[str] = []
+    pending = ""  # the option whose value comes next
+    for arg in given:
+        name, has_value, value = arg.partition("=")
+        if pending:
+            if pending == "--repeats":
+                repeats = ["--repeats", arg]
+            pending = ""
+        elif name == "--repeats" and has_value:
+            repeats = ["--repeats", value]
+        elif name in ("--scenarios", "--output", "--repeats"):
+            pending = "" if has_value else name
+        elif name != "--keep":
+            kept.append(arg)
+
+    def command(scenarios: str) -> str:
+        out = f"/tmp/bench-{scenarios.replace(',', '-')}.md"
+        # A scenario measured once per run needs one repeat to reproduce.
+        again = ["--repeats", "1"] if set(scenarios.split(",")) <= ONCE else repeats
+        return " ".join(
+            [".venv/bin/python -m bench.run", *map(shlex.quote, kept + again),
+             "--scenarios", scenarios, "--output", out]
+        )  # fmt: skip
+
+    return command
 
 
 def _brief(result: dict[str, Any]) -> str:

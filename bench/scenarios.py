@@ -1,26 +1,47 @@
 """The benchmark's moving parts for one run: the RabbitMQ node, the gateway, the echo
 worker, and one function per measurement. Each measurement returns one flat dict of
-figures, with the CPU of every process involved as % of one core over its window."""
+figures, with the CPU of every process involved as % of one core over its window
+(`cpu_<label>`; a gateway's is summed over its supervisor and worker processes)."""
 
 from __future__ import annotations
 
+import functools
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from bench import celery_peer
 from bench.http_rpc import run_wrk
-from bench.procs import PYTHON, ROOT, CpuWindow, Proc, Procs, Watched, wait_http_ok
+from bench.procs import (
+    PYTHON,
+    ROOT,
+    CpuWindow,
+    Proc,
+    Procs,
+    Watched,
+    rss_bytes,
+    settle,
+    tree,
+    wait_http_ok,
+)
 from tests.support import RabbitNode, free_port
 
 CONTRACTS = ROOT / "bench" / "contracts"
 GATEWAY = str(ROOT / ".venv" / "bin" / "gateway")
 OPS = {"light": "echo.light", "durable": "echo"}
 IDLE_OP = "idle"
-# The gateway and the waiter client each hold N sockets; the hard limit here is 20000.
+# Every gateway process and waiter client holds up to N sockets; the open-file hard
+# limit here is 20000 per process (root cannot raise it in this container), so more
+# waiters than that need more gateway processes and more client processes.
 NOFILE = 20_000
 MAX_WAITERS = 20_000
+# The idle waiters' long-polls wait this long (bench.waiters.HOLD_SECONDS): opening
+# 50,000 takes a while, and none may time out before the event.
+WAITERS_MAX_WAIT = 300
 
 
 @dataclass
@@ -29,12 +50,24 @@ class Settings:
     warmup: float
     concurrency: int
     waiters: int
+    waiters_workers: int = 1
+    workers_concurrency: int = 128
+    big_waiters: int = 50_000
+    big_waiters_workers: int = 4
 
 
 @dataclass
 class Gateway:
     proc: Proc
     url: str
+    workers: int
+
+
+@functools.cache
+def has_workers_flag() -> bool:
+    """Whether this gateway has `serve --workers N` (a supervisor and N processes)."""
+    shown = subprocess.run([GATEWAY, "serve", "--help"], capture_output=True, text=True)
+    return "--workers" in shown.stdout
 
 
 class Bench:
@@ -51,6 +84,8 @@ class Bench:
         self.gateway: Gateway | None = None
         self.worker: Proc | None = None
         self.waiters_broker = ""
+        self.workers_broker = ""
+        self.workers_worker: Proc | None = None
         self.rabbit_pid = 0
 
     # -- start and stop -------------------------------------------------------------
@@ -62,14 +97,20 @@ class Bench:
         # The idle-waiter gateway has a virtual host of its own: its answers queue must
         # not be shared with (and its answers taken by) the main gateway.
         self.waiters_broker = self.node.add_vhost("bench-waiters")
-        self.gateway = self.start_gateway("gateway", self.node.url)
-        self.worker = self.procs.start(
-            "echo-worker",
+        # So is the `--workers` comparison's: its gateways come and go, with a store
+        # of their own, and a vhost is pinned to one store.
+        self.workers_broker = self.node.add_vhost("bench-workers")
+        self.gateway = self.start_gateway("gateway", self.node.url, workers=1)
+        self.worker = self.start_worker("echo-worker", self.node.url)
+
+    def start_worker(self, name: str, broker: str) -> Proc:
+        worker = self.procs.start(
+            name,
             [
                 PYTHON,
                 "-m",
                 "bench.echo_worker",
-                self.node.url,
+                broker,
                 "--declare",
                 "bench.transient:classic",
                 "--declare",
@@ -77,11 +118,27 @@ class Bench:
                 *(arg for op in OPS.values() for arg in ("--passive", op)),
             ],
         )
-        self.worker.wait_for_line(lambda line: line == "serving", 30)
+        worker.wait_for_line(lambda line: line == "serving", 30)
+        return worker
 
-    def start_gateway(self, name: str, broker: str) -> Gateway:
+    def start_gateway(
+        self,
+        name: str,
+        broker: str,
+        *,
+        workers: int,
+        store: str | None = None,
+        max_waiters: int = MAX_WAITERS,
+        extra: tuple[str, ...] = (),
+    ) -> Gateway:
+        """`gateway serve` on a free port; `--workers N` when the gateway has it (one
+        process is what a gateway without the flag runs anyway)."""
+        if has_workers_flag():
+            extra = ("--workers", str(workers), *extra)
+        elif workers != 1:
+            raise RuntimeError("this gateway has no `serve --workers`")
         port = free_port()
-        store = self.work / f"{name}.sqlite3"
+        path = self.work / f"{store or name}.sqlite3"
         proc = self.procs.start(
             name,
             [
@@ -96,21 +153,40 @@ class Bench:
                 "--contracts",
                 str(CONTRACTS),
                 "--store",
-                f"sqlite:///{store}",
+                f"sqlite:///{path}",
                 "--log-level",
                 "warning",
                 "--max-waiters",
-                str(MAX_WAITERS),
-                # The idle-waiters run holds them all from one address: one client, whose
-                # fair share by default would be half.
+                str(max_waiters),
+                # The idle-waiters run holds them all from a few addresses: a few clients,
+                # whose fair share by default would be a fraction.
                 "--max-waiters-per-client",
-                str(MAX_WAITERS),
+                str(max_waiters),
+                *extra,
             ],
             nofile=NOFILE,
         )
         url = f"http://127.0.0.1:{port}"
         wait_http_ok(url + "/readyz", 60, proc)
-        return Gateway(proc, url)
+        if workers > 1:
+            self._wait_for_processes(proc, workers)
+        return Gateway(proc, url, workers)
+
+    @staticmethod
+    def _wait_for_processes(proc: Proc, workers: int, timeout: float = 60) -> None:
+        """Until the supervisor has its N workers (they start after /readyz first answers)."""
+        deadline = time.monotonic() + timeout
+        while len(worker_processes(proc.pid)) < workers:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{proc.name}: fewer than {workers} worker processes")
+            time.sleep(0.2)
+        settle(proc.pid, timeout)  # its workers done importing and listening
+
+    def start_workers_vhost(self) -> None:
+        """The `--workers` comparison's echo worker, on its own vhost, once (after a
+        gateway has declared its operations' queues there)."""
+        if self.workers_worker is None:
+            self.workers_worker = self.start_worker("echo-worker-workers", self.workers_broker)
 
     def stop(self) -> None:
         self.procs.stop_all()
@@ -125,7 +201,7 @@ class Bench:
         watched = [Watched("rabbitmq", self.rabbit_pid), *extra]
         if gateway:
             watched += [
-                Watched("gateway", self.gateway.proc.pid),
+                Watched("gateway", self.gateway.proc.pid, with_children=True),
                 Watched("worker", self.worker.pid),
             ]
         return watched
@@ -142,7 +218,7 @@ class Bench:
             usage = cpu.stop()
         finally:
             self.procs.stop(client)
-        return {**result, **{f"cpu_{k}": v for k, v in usage.items()}}
+        return {**result, **_cpu_fields(usage, cpu.wall)}
 
     def _timing(self, concurrency: int | None) -> list[str]:
         s = self.settings
@@ -174,12 +250,42 @@ class Bench:
         assert self.gateway is not None
         s = self.settings
         c = concurrency or s.concurrency
-        run_wrk(self.gateway.url, OPS[durability], c, s.warmup)  # warm-up, discarded
-        cpu = CpuWindow(self._watched())
+        return self._wrk(self.gateway.url, OPS[durability], c, self._watched())
+
+    def _wrk(self, url: str, op: str, concurrency: int, watched: list[Watched]) -> dict[str, Any]:
+        s = self.settings
+        run_wrk(url, op, concurrency, s.warmup)  # warm-up, discarded
+        cpu = CpuWindow(watched)
         cpu.start()
-        result = run_wrk(self.gateway.url, OPS[durability], c, s.duration)
+        result = run_wrk(url, op, concurrency, s.duration)
         usage = cpu.stop()
-        return {**result, **{f"cpu_{k}": v for k, v in usage.items()}}
+        return {**result, **_cpu_fields(usage, cpu.wall)}
+
+    def gateway_workers(self, workers: int) -> dict[str, Any]:
+        """7: light RPC at C=128 against a fresh `gateway serve --workers N` on a vhost
+        of its own (with its own echo worker), so 1 and 2 compare like for like."""
+        gateway = self.start_gateway(
+            f"gateway-workers-{workers}",
+            self.workers_broker,
+            workers=workers,
+            store="gateway-workers",
+        )
+        try:
+            self.start_workers_vhost()  # after a gateway has declared the queues
+            assert self.workers_worker is not None
+            watched = [
+                Watched("rabbitmq", self.rabbit_pid),
+                Watched("gateway", gateway.proc.pid, with_children=True),
+                Watched("worker", self.workers_worker.pid),
+            ]
+            result = self._wrk(
+                gateway.url, OPS["light"], self.settings.workers_concurrency, watched
+            )
+            result["gateway_processes"] = len(worker_processes(gateway.proc.pid)) or 1
+            result["gateway_rss_mb"] = rss_bytes(gateway.proc.pid, True) / 2**20
+            return result
+        finally:
+            self.procs.stop(gateway.proc)
 
     def gateway_async(self, follow: str, durability: str = "durable") -> dict[str, Any]:
         """3: submit (202), then long-poll or SSE to the result."""
@@ -220,13 +326,25 @@ class Bench:
         finally:
             peer.stop(self.procs)
 
-    def idle_waiters(self) -> dict[str, Any]:
-        """5: N idle connections on a fresh gateway process; RSS per connection and the
-        fan-out of one event to all of them."""
-        gateway = self.start_gateway("gateway-waiters", self.waiters_broker)
+    def idle_waiters(self, n: int, workers: int) -> dict[str, Any]:
+        """5: n idle connections on a fresh gateway (`--workers`), held by client
+        processes of at most 12,500 each; RSS per connection (summed over the gateway's
+        processes) and the fan-out of one event to all of them."""
+        # Each process takes ceil(max_waiters / workers), and the processes accept from
+        # one shared socket, the least busy taking most: the cap is what a process's
+        # open files allow, so it never refuses one of the n.
+        max_waiters = (NOFILE - 1_000) * workers
+        gateway = self.start_gateway(
+            f"gateway-waiters-{n}",
+            self.waiters_broker,
+            workers=workers,
+            store="gateway-waiters",
+            max_waiters=max_waiters,
+            extra=("--max-wait", str(WAITERS_MAX_WAIT)),
+        )
         try:
             client = self.procs.start(
-                "waiters",
+                f"waiters-{n}",
                 [
                     PYTHON,
                     "-m",
@@ -238,16 +356,35 @@ class Bench:
                     "--op",
                     IDLE_OP,
                     "--n",
-                    str(self.settings.waiters),
+                    str(n),
                 ],
                 nofile=NOFILE,
             )
             try:
-                return client.wait_result(240)
+                result = client.wait_result(WAITERS_MAX_WAIT)
             finally:
                 self.procs.stop(client)
+            result["workers"] = workers
+            return result
         finally:
             self.procs.stop(gateway.proc)
+
+
+def worker_processes(pid: int) -> list[psutil.Process]:
+    """A `gateway serve --workers N` supervisor's worker processes (not multiprocessing's
+    resource tracker); none for a gateway that is one process."""
+    found = []
+    for process in tree(pid)[1:]:
+        try:
+            if "resource_tracker" not in " ".join(process.cmdline()):
+                found.append(process)
+        except psutil.Error:  # gone meanwhile: not one of them any more
+            continue
+    return found
+
+
+def _cpu_fields(usage: dict[str, float], wall: float) -> dict[str, Any]:
+    return {"cpu_window_s": wall, **{f"cpu_{k}": v for k, v in usage.items()}}
 
 
 def versions() -> dict[str, str]:
