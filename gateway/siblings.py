@@ -131,12 +131,19 @@ class Siblings:
         self._server = await loop.create_unix_server(protocol, sock=sock, backlog=2048)
         log.info("process %d holds slot %d", os.getpid(), slot)
 
-    async def stop(self) -> None:
+    async def stop(self, grace: float = 5.0) -> None:
+        """Stop listening; let the requests siblings forwarded here finish, as uvicorn
+        lets its own (idle connections close now, busy ones after their response), for
+        up to `grace` seconds; then close what is left."""
         if self._server is not None:
             self._server.close()
-            if self._state is not None:
-                for connection in list(self._state.connections):
-                    connection.shutdown()
+        if self._state is not None:
+            for connection in list(self._state.connections):
+                connection.shutdown()
+            if self._state.tasks:
+                await asyncio.wait(set(self._state.tasks), timeout=grace)
+            for connection in list(self._state.connections):
+                connection.transport.close()
         for client in self._clients.values():
             await client.aclose()
         self._clients.clear()

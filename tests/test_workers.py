@@ -15,7 +15,7 @@ import httpx
 import orjson
 
 from gateway.worker import Worker
-from tests.fault_support import GatewayProcess, poll_until, sse_events
+from tests.fault_support import GatewayProcess, metric, poll_until, sse_events
 from tests.support import free_port, make_settings
 from tests.test_lifecycle import contract
 
@@ -228,33 +228,59 @@ async def test_a_killed_process_is_restarted_and_no_accepted_job_is_lost(
 
 
 async def test_sigterm_drains_the_requests_in_flight(rabbit, tmp_path, run_worker):
-    started = asyncio.Event()
+    started = {"math.add": asyncio.Event(), "held": asyncio.Event()}
     release = asyncio.Event()
     async with gateway_processes(tmp_path, rabbit.url) as (gateway, ops):
         assert gateway.process is not None
         worker = Worker(rabbit.url)
 
-        @worker.operation(ops["math.add"])
-        async def slow(request, job):
-            started.set()
+        async def slow(request, job, name):
+            started[name].set()
             await release.wait()
             return {"sum": request["a"] + request["b"]}
 
+        worker.operation(ops["math.add"])(lambda r, j: slow(r, j, "math.add"))
+        worker.operation(ops["held"])(lambda r, j: slow(r, j, "held"))
         await run_worker(worker)
         processes = children(gateway.process.pid)
-        async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as http:
+        async with AsyncExitStack() as stack:
+            by_slot = await connection_per_process(stack, gateway.url, ops["quick"], 2)
+            # In flight: a durable call on slot 1, and a light job's long-poll forwarded
+            # from slot 1 to slot 0, that holds the job and serves nothing else.
             call = asyncio.create_task(
-                http.post(f"/v1/ops/{ops['math.add']}?wait=20", json={"a": 2, "b": 3})
+                by_slot["1"].post(f"/v1/ops/{ops['math.add']}?wait=20", json={"a": 2, "b": 3})
             )
-            await asyncio.wait_for(started.wait(), 30)
+            light = await by_slot["0"].post(f"/v1/ops/{ops['held']}", json={"a": 4, "b": 5})
+            assert light.json()["id"].endswith(".0")
+            await asyncio.wait_for(asyncio.gather(*(e.wait() for e in started.values())), 30)
+            poll = (await connection_per_process(stack, gateway.url, ops["quick"], 2))["1"]
+            forwarded = asyncio.create_task(
+                poll.get(f"{light.headers['location']}?wait=20&after=1")
+            )
+
+            probe = (await connection_per_process(stack, gateway.url, ops["quick"], 2))["0"]
+            for _ in range(200):  # until slot 0 holds the forwarded poll
+                exposition = (await probe.get("/metrics")).text
+                if metric(exposition, "gateway_waiters") == 1:
+                    break
+                await asyncio.sleep(0.05)  # a scrape: there is no event to await
+            else:
+                raise AssertionError("the forwarded long-poll never reached slot 0")
             gateway.process.send_signal(signal.SIGTERM)
-            # Draining: both processes are shutting down, and the call in flight is
+            # Draining: both processes are shutting down, and the calls in flight are
             # still answered (within the 5 s of graceful shutdown).
             await poll_until(lambda: gateway.log.read_text().count("Shutting down") == 2, 10)
+            # Slot 0, with no request of its own, goes on to stop its app while the
+            # forwarded poll still waits there.
+            await poll_until(lambda: "Waiting for application shutdown" in gateway.log.read_text())
             release.set()
             r = await asyncio.wait_for(call, 10)
+            followed = await asyncio.wait_for(forwarded, 10)
         assert r.status_code == 200, r.text
         assert r.json()["result"] == {"sum": 5}
+        assert followed.status_code == 200, followed.text
+        assert followed.json()["status"] == "succeeded"
+        assert followed.json()["result"] == {"sum": 9}
         async with asyncio.timeout(20):
             code = await gateway.process.wait()
         assert code == 0, gateway.log.read_text()[-3000:]
