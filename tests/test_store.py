@@ -487,3 +487,33 @@ async def test_keyed_jobs_never_published_are_overdue_after_a_grace(store: JobSt
     assert await store.overdue(now) == []  # not asked
     assert await store.overdue(now, unconfirmed_before=now - 60) == []  # within the grace
     assert await store.overdue(now, unconfirmed_before=now + 1) == [(unpublished.id, "unconfirmed")]
+
+
+async def test_a_failing_write_is_undone_alone(tmp_path: Path) -> None:
+    # SQLite commits the writes waiting together in one transaction: one that fails
+    # midway is rolled back alone, the others hold.
+    store = SQLiteStore(tmp_path / "jobs.sqlite3")
+    await store.open()
+    try:
+        jobs = [new_job("op") for _ in range(10)]
+
+        def failing(db: sqlite3.Connection) -> None:
+            db.execute("INSERT INTO meta (name, value) VALUES ('half-done', 'x')")
+            raise RuntimeError("a write that fails midway")
+
+        outcomes = await asyncio.gather(
+            *(store.create(job, first, b"{}") for job, first in jobs[:5]),
+            store._run(failing),
+            *(store.create(job, first, b"{}") for job, first in jobs[5:]),
+            return_exceptions=True,
+        )
+        assert isinstance(outcomes.pop(5), RuntimeError)
+        assert all(not isinstance(o, BaseException) and o.created for o in outcomes)
+        for job, _ in jobs:
+            assert await store.get(job.id) == job
+        half_done = await store._read(
+            lambda db: db.execute("SELECT count(*) FROM meta WHERE name = 'half-done'").fetchone()
+        )
+        assert half_done == (0,)
+    finally:
+        await store.close()

@@ -11,7 +11,7 @@ the extra columns (`request`, `published`) so no caller counts to 13.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import orjson
@@ -65,20 +65,48 @@ def load(raw: bytes | bytearray | memoryview | None) -> JSON:
 
 def job_from_row(row: Sequence[Any]) -> Job:
     """A job from a row of JOB_COLUMNS (extra columns after them are ignored)."""
+    # Positional, in JOB_FIELDS order (checked below): twice as fast as by name, on the
+    # hot path of every read and every recorded event.
     return Job(
-        **{
-            name: load(value) if name in JSON_FIELDS else value
-            for name, value in zip(JOB_FIELDS, row, strict=False)
-        }
+        row[0],
+        row[1],
+        row[2],
+        row[3],
+        row[4],
+        row[5],
+        load(row[6]),
+        load(row[7]),
+        load(row[8]),
+        row[9],
+        row[10],
+        row[11],
+        row[12],
     )
 
 
 def job_to_row(job: Job) -> tuple[Any, ...]:
     """A job as a row of JOB_COLUMNS."""
-    return tuple(
-        dump(getattr(job, name)) if name in JSON_FIELDS else getattr(job, name)
-        for name in JOB_FIELDS
+    return (
+        job.id,
+        job.op,
+        job.status,
+        job.seq,
+        job.created_at,
+        job.updated_at,
+        dump(job.result),
+        dump(job.error),
+        dump(job.progress),
+        job.idempotency_key,
+        job.request_hash,
+        job.deadline_at,
+        job.owner,
     )
+
+
+# The two functions above name the columns by position: they must be Job's, in order, and
+# the JSON ones where they decode them.
+if tuple(f.name for f in fields(Job)) != JOB_FIELDS or set(JOB_FIELDS[6:9]) != JSON_FIELDS:
+    raise TypeError("JOB_FIELDS must name Job's fields in order, the JSON ones at 6 to 8")
 
 
 def insert_job_row(job: Job, request: bytes) -> tuple[Any, ...]:

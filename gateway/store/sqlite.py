@@ -1,9 +1,17 @@
-"""The embedded job store: one SQLite file (WAL mode), for one gateway instance.
+"""The embedded job store: one SQLite file (WAL mode), for one machine.
 
 Writes go through a group-committing writer thread (see group_commit.py): each method is
 one transaction, answered only once it is durably committed. Reads run on a second
 connection in a thread of their own, so they never wait behind a commit. The event loop
 never touches the disk.
+
+One file may be shared by the processes of one `gateway serve --workers N` on one machine:
+they take turns to write through a lock file beside it, `<file>-lock` (group_commit.py).
+Every write transaction takes the write lock first (BEGIN IMMEDIATE): one that read first
+could meet the SQLITE_BUSY that no busy timeout retries, when another process wrote in
+between. The schema is made in one such transaction by whichever process opens a fresh
+file first, so all see the same tables and read the same identity. Not across machines
+(SQLite's locks do not hold over network file systems): that is what PostgreSQL is for.
 """
 
 from __future__ import annotations
@@ -11,14 +19,14 @@ from __future__ import annotations
 import asyncio
 import secrets
 import sqlite3
+import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
 from gateway.jobs import Event, Job, apply
 from gateway.store.base import Created, JobStore, Overdue, Recorded
-from gateway.store.group_commit import GroupCommitWriter
+from gateway.store.group_commit import GroupCommitWriter, Reader, is_busy
 from gateway.store.rows import (
     EVENT_COLUMNS,
     INSERT_JOB_ARITY,
@@ -80,9 +88,38 @@ CREATE TABLE IF NOT EXISTS events (
     PRIMARY KEY (job_id, seq)
 ) WITHOUT ROWID;
 """
+SCHEMA_STATEMENTS = [s.strip() for s in SCHEMA.split(";") if s.strip()]
+
+BUSY_TIMEOUT = 5.0
+"""Seconds a connection waits for a lock another process holds (SQLite's busy handler)."""
 
 NEVER = float("-inf")  # a time no job was created before
-PLACEHOLDERS = ",".join("?" * INSERT_JOB_ARITY)
+
+# The hot statements, made once (sqlite3 caches a prepared statement by its text).
+SELECT_JOB = f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?"
+SELECT_KEYED_JOB = f"SELECT {STORED_JOB_COLUMNS} FROM jobs WHERE op = ? AND idempotency_key = ?"
+INSERT_JOB = f"INSERT INTO jobs ({INSERT_JOB_COLUMNS}) VALUES ({','.join('?' * INSERT_JOB_ARITY)})"
+INSERT_EVENT = f"INSERT INTO events ({EVENT_COLUMNS}) VALUES (?,?,?,?,?)"
+
+
+def _use_wal(db: sqlite3.Connection) -> None:
+    """Switch the file to WAL mode, where it stays for every process (a no-op after).
+
+    The switch needs the file to itself, and SQLite answers "database is locked" at once
+    instead of waiting while another process opening it holds a lock: so wait here.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT
+    while True:
+        try:
+            mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        except sqlite3.OperationalError as exc:
+            if not is_busy(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.005)
+            continue
+        if mode != "wal":
+            raise RuntimeError(f"SQLite could not use WAL mode (it uses {mode!r})")
+        return
 
 
 def path_from_url(url: str) -> Path:
@@ -102,9 +139,10 @@ class SQLiteStore(JobStore):
         self.path = Path(path)
         self.synchronous = synchronous
         self._identity: str | None = None
-        self._writer = GroupCommitWriter(self._connect_writer)
-        self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-reader")
-        self._read_db: sqlite3.Connection | None = None
+        self._writer = GroupCommitWriter(
+            self._connect_writer, lock_path=self.path.with_name(f"{self.path.name}-lock")
+        )
+        self._reader = Reader(self._connect_reader)
 
     @classmethod
     def from_url(cls, url: str) -> SQLiteStore:
@@ -115,36 +153,54 @@ class SQLiteStore(JobStore):
         return await self._writer.write(fn)
 
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        def call() -> T:
-            assert self._read_db is not None, "store is not open"
-            return fn(self._read_db)
+        return await self._reader.read(fn)
 
-        return await asyncio.get_running_loop().run_in_executor(self._reader, call)
+    def _connect_reader(self) -> sqlite3.Connection:
+        return sqlite3.connect(
+            self.path, check_same_thread=False, isolation_level=None, timeout=BUSY_TIMEOUT
+        )
 
     def _connect_writer(self) -> sqlite3.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute(f"PRAGMA synchronous={self.synchronous}")
-        db.execute("PRAGMA busy_timeout=5000")
+        db = sqlite3.connect(
+            self.path, check_same_thread=False, isolation_level=None, timeout=BUSY_TIMEOUT
+        )
+        try:
+            _use_wal(db)
+            db.execute(f"PRAGMA synchronous={self.synchronous}")
+            # Checked and made in one write transaction: processes opening a fresh file at
+            # once see either no tables or all of them at the right version, never a half.
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                self._identity = self._prepare_schema(db)
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _prepare_schema(self, db: sqlite3.Connection) -> str:
+        """Make the tables unless there, check their version; the store's identity."""
         version = db.execute("PRAGMA user_version").fetchone()[0]
         has_tables = db.execute(
             "SELECT count(*) FROM sqlite_master WHERE name = 'jobs'"
         ).fetchone()[0]
         if has_tables and version != SCHEMA_VERSION:
-            db.close()
             raise RuntimeError(
                 f"{self.path}: job store schema version {version}, this gateway needs "
                 f"{SCHEMA_VERSION}; move the file away to start afresh"
             )
-        db.executescript(SCHEMA)
+        for statement in SCHEMA_STATEMENTS:
+            db.execute(statement)
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         db.execute(
             "INSERT OR IGNORE INTO meta (name, value) VALUES ('identity', ?)",
             (secrets.token_hex(8),),
         )
-        self._identity = db.execute("SELECT value FROM meta WHERE name = 'identity'").fetchone()[0]
-        return db
+        identity: str = db.execute("SELECT value FROM meta WHERE name = 'identity'").fetchone()[0]
+        return identity
 
     @property
     def identity(self) -> str:
@@ -152,24 +208,19 @@ class SQLiteStore(JobStore):
         return self._identity
 
     async def open(self) -> None:
-        await asyncio.to_thread(self._writer.start)
+        def start() -> None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._writer.start()  # first: it makes the tables
+            self._reader.start()
 
-        def connect_reader() -> None:
-            db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            db.execute("PRAGMA busy_timeout=5000")
-            self._read_db = db
-
-        await asyncio.get_running_loop().run_in_executor(self._reader, connect_reader)
+        await asyncio.to_thread(start)
 
     async def close(self) -> None:
-        def disconnect() -> None:
-            if self._read_db is not None:
-                self._read_db.close()
-                self._read_db = None
+        def stop() -> None:
+            self._reader.stop()
+            self._writer.stop()
 
-        await asyncio.get_running_loop().run_in_executor(self._reader, disconnect)
-        self._reader.shutdown(wait=True)
-        await asyncio.to_thread(self._writer.stop)
+        await asyncio.to_thread(stop)
 
     async def ping(self) -> None:
         await self._read(lambda db: db.execute("SELECT 1").fetchone())
@@ -178,14 +229,14 @@ class SQLiteStore(JobStore):
         def create(db: sqlite3.Connection) -> Created:
             if job.idempotency_key is not None:
                 row = db.execute(
-                    f"SELECT {STORED_JOB_COLUMNS} FROM jobs WHERE op = ? AND idempotency_key = ?",
+                    SELECT_KEYED_JOB,
                     (job.op, job.idempotency_key),
                 ).fetchone()
                 if row is not None:
                     stored = stored_job_from_row(row)
                     return Created(stored.job, False, stored.request, stored.published)
             db.execute(
-                f"INSERT INTO jobs ({INSERT_JOB_COLUMNS}) VALUES ({PLACEHOLDERS})",
+                INSERT_JOB,
                 insert_job_row(job, request),
             )
             self._insert_event(db, first)
@@ -195,7 +246,7 @@ class SQLiteStore(JobStore):
 
     @staticmethod
     def _insert_event(db: sqlite3.Connection, event: Event) -> None:
-        db.execute(f"INSERT INTO events ({EVENT_COLUMNS}) VALUES (?,?,?,?,?)", event_to_row(event))
+        db.execute(INSERT_EVENT, event_to_row(event))
 
     async def mark_published(self, job_id: str) -> None:
         await self._run(
@@ -211,7 +262,7 @@ class SQLiteStore(JobStore):
 
     async def get(self, job_id: str) -> Job | None:
         def get(db: sqlite3.Connection) -> Job | None:
-            row = db.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            row = db.execute(SELECT_JOB, (job_id,)).fetchone()
             return None if row is None else job_from_row(row)
 
         return await self._read(get)
@@ -220,7 +271,7 @@ class SQLiteStore(JobStore):
         self, job_id: str, type: EventType, data: JSON, *, lease_until: float | None = None
     ) -> Recorded | None:
         def record(db: sqlite3.Connection) -> Recorded | None:
-            row = db.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            row = db.execute(SELECT_JOB, (job_id,)).fetchone()
             if row is None:
                 return None
             job = job_from_row(row)
