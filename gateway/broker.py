@@ -13,6 +13,12 @@ came back without its consumers (tests/test_restarts.py counts them with rabbitm
 A request never hangs on RabbitMQ: while a connection is down, and while RabbitMQ stalls
 (blocked by an alarm, or a confirm overdue: gateway/stall.py), `check_publishable` fails
 at once with 503, and a probe publish finds out when RabbitMQ takes messages again.
+
+The per-request path (a publish and its confirm, an answer and its ack) runs on aiormq's
+channels under aio-pika's, without aio-pika's message objects and extra tasks; the
+publishes and the acks of one turn of the event loop go out in one socket write each
+(`Outbox`). Every publish still waits for its own confirm, and every answer is acked
+only once its handler has returned.
 """
 
 from __future__ import annotations
@@ -27,22 +33,27 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import aio_pika
+import aiormq
+import aiormq.abc
 import orjson
 from aio_pika.abc import (
     AbstractChannel,
     AbstractConnection,
     AbstractExchange,
-    AbstractIncomingMessage,
+    AbstractQueue,
 )
 from aio_pika.exceptions import (
+    ChannelInvalidStateError,
     ChannelPreconditionFailed,
     DeliveryError,
     PublishError,
 )
+from pamqp.body import ContentBody
+from pamqp.commands import Basic
+from pamqp.header import ContentHeader
 
 from gateway.contracts import Contract, ContractRegistry
 from gateway.errors import ServiceUnavailable
-from gateway.keyed_lock import KeyedLock
 from gateway.link import LINK_ERRORS, Link, TopologyRefused, blocked
 from gateway.stall import StallWatch
 from gateway.trust import broker_user
@@ -63,6 +74,7 @@ from gateway.wire import (
 log = logging.getLogger("gateway.broker")
 
 MAX_MESSAGE_TTL_SECONDS = (2**32 - 1) / 1000
+NOT_PERSISTENT, PERSISTENT = 1, 2  # AMQP delivery modes
 PROBE_INTERVAL = 0.5
 
 
@@ -94,6 +106,203 @@ class Attachment(Protocol):
 
     def reconnected(self) -> None:
         """Messages may have been missed while disconnected."""
+
+
+class Outbox:
+    """Frames for one AMQP channel, written together: whatever is added during one turn
+    of the event loop goes to the connection's writer as one chunk (one socket write),
+    in the order added. (aiormq writes each publish, each ack, with a socket write of
+    its own: on loopback, that write was the costliest single thing the gateway did per
+    request.) `gather`, if given, adds frames of its own at that moment."""
+
+    def __init__(
+        self,
+        channel: aiormq.abc.AbstractChannel,
+        gather: Callable[[], list[aiormq.abc.FrameType]] | None = None,
+    ) -> None:
+        self.channel = channel
+        self._gather = gather
+        self._frames: list[aiormq.abc.FrameType] = []
+        self._due = False
+        self._sender: asyncio.Task[None] | None = None
+
+    def add(self, frames: list[aiormq.abc.FrameType]) -> None:
+        self._frames += frames
+        self.flush_soon()
+
+    def flush_soon(self) -> None:
+        if not self._due:
+            self._due = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._due = False
+        if self._gather is not None:
+            self._frames += self._gather()
+        if self._sender is not None or not self._frames:
+            return  # the sender waiting for room takes these too, after the ones before
+        if self.channel.is_closed:
+            self._frames.clear()  # the channel's close settled (or will settle) them all
+            return
+        chunk = aiormq.abc.ChannelFrame.marshall(self.channel.number, self._frames)
+        try:
+            self.channel.connection.write_queue.put_nowait(chunk)
+        except asyncio.QueueFull:
+            # The writer is behind: one task waits for room, taking everything added
+            # meanwhile in order, so nothing overtakes what was added before it.
+            self._sender = asyncio.create_task(self._send_when_room())
+            return
+        self._frames = []
+
+    async def _send_when_room(self) -> None:
+        try:
+            while self._frames and not self.channel.is_closed:
+                frames, self._frames = self._frames, []
+                chunk = aiormq.abc.ChannelFrame.marshall(self.channel.number, frames)
+                await self.channel.connection.write_queue.put(chunk)
+        finally:
+            self._sender = None
+
+
+class ConfirmedPublisher:
+    """Publishes with publisher confirms on one aiormq channel, through an `Outbox`: all
+    those of one turn of the event loop in one socket write. Each still waits for its
+    own confirm (or nack, or return), exactly as with aiormq's `basic_publish`, whose
+    bookkeeping this shares: the channel's delivery tags, its confirmations (settled by
+    aiormq when RabbitMQ answers, failed by it when the channel closes) and its map of
+    message ids for returns. Nothing else may publish on the channel (it would number
+    its publish out of the order they reach the wire)."""
+
+    def __init__(self, channel: aiormq.Channel) -> None:
+        self.channel = channel
+        self._outbox = Outbox(channel)
+        self._frame_max = channel.max_content_size
+
+    async def publish(
+        self,
+        body: bytes,
+        routing_key: str,
+        properties: Basic.Properties,
+        *,
+        mandatory: bool,
+        timeout: float,
+    ) -> None:
+        """Raise `DeliveryError` if nacked, `PublishError` if returned, `TimeoutError`
+        without a confirm in `timeout` seconds, a link error if the channel closes."""
+        channel = self.channel
+        if channel.is_closed:
+            raise ChannelInvalidStateError(f"{channel!r} closed")
+        message_id = properties.message_id
+        assert message_id is not None  # returns are matched by it
+        channel.delivery_tag += 1
+        tag = channel.delivery_tag
+        confirmation = channel.create_future()
+        channel.confirmations[tag] = confirmation
+        channel.message_id_delivery_tag[message_id] = tag
+
+        def forget(_: object) -> None:
+            if channel.message_id_delivery_tag.get(message_id) == tag:
+                del channel.message_id_delivery_tag[message_id]
+
+        confirmation.add_done_callback(forget)
+        frames: list[aiormq.abc.FrameType] = [
+            Basic.Publish(routing_key=routing_key, mandatory=mandatory),
+            ContentHeader(properties=properties, body_size=len(body)),
+        ]
+        frames += (
+            ContentBody(body[at : at + self._frame_max])
+            for at in range(0, len(body), self._frame_max)
+        )
+        # From here on the publish goes out, whatever happens to its caller: the tag is
+        # taken (a later confirm of a caller gone is ignored by aiormq).
+        self._outbox.add(frames)
+        async with asyncio.timeout(timeout):
+            await confirmation
+
+
+class Acks:
+    """One channel's deliveries between their arrival and their ack, and the acks.
+
+    A delivery is acked only once its handler returned (the store committed it), as
+    before; what changes is how: the acks due are sent once per turn of the event loop,
+    in one socket write, as one `multiple` ack for every handled delivery below the
+    oldest one still being handled, and single acks for the handled ones past it.
+
+    A `multiple` ack covers every unacked delivery of the channel up to its tag, so this
+    must see all of the channel's deliveries that need an ack: one instance per channel,
+    for every consumer on it that acks. Deliveries are `opened` in the order they arrive
+    (aiormq starts one task per delivery, in order; asyncio runs tasks in the order they
+    were made), so when a handler finishes, every delivery before it has been opened.
+    """
+
+    def __init__(self, channel: aiormq.abc.AbstractChannel) -> None:
+        self.channel = channel
+        self._outbox = Outbox(channel, gather=self._acks_due)
+        self._open: set[int] = set()
+        """Delivered, and not yet handled (or its nack not yet queued): never covered."""
+        self._handled: list[int] = []
+        """Handled since the last flush: to ack."""
+
+    def opened(self, tag: int) -> None:
+        self._open.add(tag)
+
+    def handled(self, tag: int) -> None:
+        """The store committed what the delivery brought: ack it (soon, with others)."""
+        self._open.discard(tag)
+        self._handled.append(tag)
+        self._outbox.flush_soon()
+
+    def settled(self, tag: int) -> None:
+        """The delivery was settled otherwise (its nack is queued): nothing to ack."""
+        self._open.discard(tag)
+
+    def _acks_due(self) -> list[aiormq.abc.FrameType]:
+        handled, self._handled = self._handled, []
+        oldest = min(self._open, default=None)
+        covered = [tag for tag in handled if oldest is None or tag < oldest]
+        frames: list[aiormq.abc.FrameType] = []
+        if covered:
+            # Every unacked delivery up to it is handled: those below `oldest` are all
+            # in `covered`, or acked, or nacked, in frames queued before this one.
+            frames.append(Basic.Ack(delivery_tag=max(covered), multiple=True))
+        if oldest is not None:
+            frames += (Basic.Ack(delivery_tag=tag) for tag in handled if tag > oldest)
+        return frames
+
+
+class InOrder:
+    """Deliveries are handled concurrently, but one key's (a job's) one at a time, in the
+    order they arrived. Cheaper than a lock per key: the usual key has one delivery in
+    flight, and then costs a dict entry, no lock and no future."""
+
+    def __init__(self) -> None:
+        self._waiting: dict[str, list[asyncio.Future[None]]] = {}
+        """Keys being handled -> the deliveries waiting for their turn, first first."""
+
+    async def turn(self, key: str) -> None:
+        """Wait for `key`'s turn; `done(key)` must follow, whatever happens after."""
+        waiting = self._waiting.get(key)
+        if waiting is None:
+            self._waiting[key] = []
+            return
+        turn = asyncio.get_running_loop().create_future()
+        waiting.append(turn)
+        try:
+            await turn
+        except asyncio.CancelledError:
+            if turn.done() and not turn.cancelled():
+                self.done(key)  # the turn was handed over just as this was cancelled
+            else:
+                waiting.remove(turn)
+            raise
+
+    def done(self, key: str) -> None:
+        """The key's turn is over: hand it to the next delivery waiting, if any."""
+        waiting = self._waiting[key]
+        if waiting:
+            waiting.pop(0).set_result(None)
+        else:
+            del self._waiting[key]
 
 
 def queue_arguments(contract: Contract) -> JSONObject:
@@ -144,7 +353,10 @@ class Broker:
         )
         self.stall = StallWatch(stall_after, blocked=lambda: blocked(self.publisher.connection))
         self._ready = asyncio.Event()
-        self._channel: AbstractChannel | None = None  # confirmed publishes
+        # The confirmed channel (aio-pika's, held so it stays open), and the publisher on
+        # aiormq's channel under it.
+        self._channel: AbstractChannel | None = None
+        self._publisher: ConfirmedPublisher | None = None
         self._cancel_exchange: AbstractExchange | None = None
         self._probing: asyncio.Future[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -229,15 +441,20 @@ class Broker:
         return not self.stall.check()
 
     async def _probe_once(self) -> None:
-        channel = self._channel
-        if channel is None:
+        publisher = self._publisher
+        if publisher is None:
             return
-        message = aio_pika.Message(b"", delivery_mode=aio_pika.DeliveryMode.NOT_PERSISTENT)
+        # Through the publisher (nothing else may publish on its channel). Its own id:
+        # returns are matched by message id (this one, not mandatory, never returns).
+        properties = Basic.Properties(
+            delivery_mode=NOT_PERSISTENT, priority=0, message_id=secrets.token_hex(16)
+        )
         try:
             with self.stall.call():
-                await channel.default_exchange.publish(
-                    message,
-                    routing_key=PROBE_ROUTING_KEY,
+                await publisher.publish(
+                    b"",
+                    PROBE_ROUTING_KEY,
+                    properties,
                     mandatory=False,
                     timeout=self.stall.overdue_after,
                 )
@@ -273,7 +490,7 @@ class Broker:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def _set_up_publisher(self, connection: AbstractConnection) -> None:
-        self._channel = None
+        self._channel, self._publisher = None, None
         channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
         # Notices to workers and to other instances are fire-and-forget: no confirms.
         notices = await connection.channel(publisher_confirms=False)
@@ -282,20 +499,30 @@ class Broker:
         )
         for attachment in self.attachments:
             await attachment.attach_publisher(notices)
-        self._channel = channel
+        publishing = await channel.get_underlay_channel()
+        assert isinstance(publishing, aiormq.Channel)  # its confirm bookkeeping is shared
+        self._publisher, self._channel = ConfirmedPublisher(publishing), channel
 
     async def _set_up_consumer(self, connection: AbstractConnection) -> None:
         channel = await connection.channel()
         await channel.set_qos(prefetch_count=self.prefetch)
         await self._declare(connection, channel)
-        # This instance's own queues, on a channel of their own.
-        own = await connection.channel()
-        await own.set_qos(prefetch_count=self.prefetch)
+        # This instance's own queues, on channels of their own: the replies' alone, as
+        # its acks may cover every unacked delivery of its channel (`Acks`).
+        replying = await connection.channel()
+        await replying.set_qos(prefetch_count=self.prefetch)
         # Named by us, declared once per connection, set as `reply_to` only once consumed.
         name = f"gateway.replies.{secrets.token_hex(8)}"
-        replies = await own.declare_queue(name, exclusive=True, auto_delete=True)
-        await replies.consume(self._consumer(self.on_answer), consumer_tag=self._tag("replies"))
+        replies = await replying.declare_queue(name, exclusive=True, auto_delete=True)
+        await self._consume(
+            replies,
+            Acks(await replying.get_underlay_channel()),
+            self.on_answer,
+            self._tag("replies"),
+        )
         self.reply_queue = name
+        own = await connection.channel()
+        await own.set_qos(prefetch_count=self.prefetch)
         for attachment in self.attachments:
             await attachment.attach_consumer(own)
         log.info("connected to RabbitMQ, topology declared for %d operations", len(self.contracts))
@@ -354,10 +581,10 @@ class Broker:
         answers = await channel.declare_queue(
             ANSWERS_QUEUE, durable=True, arguments=answers_arguments
         )
-        await answers.consume(self._consumer(self.on_answer), consumer_tag=self._tag("answers"))
-        await dead.consume(
-            self._consumer(self.on_dead_letter), consumer_tag=self._tag("dead-letters")
-        )
+        # One `Acks` for both: they share the channel.
+        acks = Acks(await channel.get_underlay_channel())
+        await self._consume(answers, acks, self.on_answer, self._tag("answers"))
+        await self._consume(dead, acks, self.on_dead_letter, self._tag("dead-letters"))
 
     @staticmethod
     async def _declare_or_refuse(
@@ -373,23 +600,40 @@ class Broker:
             if not channel.is_closed:
                 await channel.close()
 
-    def _consumer(self, handler: AnswerHandler) -> Callable[[AbstractIncomingMessage], Any]:
-        in_order = KeyedLock()
+    @staticmethod
+    async def _consume(
+        queue: AbstractQueue, acks: Acks, handler: AnswerHandler, consumer_tag: str
+    ) -> None:
+        """Consume `queue` on aiormq's channel under aio-pika's (whose channel `acks` is):
+        one task per delivery (aio-pika would add a second, and a message object), acked
+        through `acks` once `handler` returned."""
+        channel = acks.channel
+        in_order = InOrder()
 
-        async def consume(message: AbstractIncomingMessage) -> None:
+        async def consume(message: aiormq.abc.DeliveredMessage) -> None:
+            delivery = message.delivery
+            assert isinstance(delivery, Basic.Deliver)  # what a consumer gets
+            tag = delivery.delivery_tag
+            assert tag is not None
+            acks.opened(tag)
+            properties = message.header.properties
             answer = Answer(
-                job_id=message.correlation_id,
-                type=message.type,
+                job_id=properties.correlation_id,
+                type=properties.message_type,
                 body=message.body,
-                headers=dict(message.headers or {}),
-                redelivered=bool(message.redelivered),
-                user_id=message.user_id,
+                headers=dict(properties.headers or {}),
+                redelivered=bool(delivery.redelivered),
+                user_id=properties.user_id,
             )
+            key = answer.job_id or ""
             try:
                 # Deliveries are handled concurrently, but one job's answers in the order
                 # they arrived: progress stays in order, and the first terminal one wins.
-                async with in_order(answer.job_id or ""):
+                await in_order.turn(key)
+                try:
                     await handler(answer)
+                finally:
+                    in_order.done(key)
             except Exception as exc:
                 # The store could not take it: leave it to RabbitMQ, to come back later.
                 log.warning(
@@ -400,14 +644,14 @@ class Broker:
                 )
                 await asyncio.sleep(0.5)
                 with contextlib.suppress(*LINK_ERRORS):
-                    await message.nack(requeue=True)
+                    await channel.basic_nack(tag, requeue=True, wait=False)
+                acks.settled(tag)  # only now: no `multiple` ack may cover it before
                 return
             # Acked only after the store committed it (the handler returned). If the
             # connection is gone, RabbitMQ delivers it again: duplicates are absorbed.
-            with contextlib.suppress(*LINK_ERRORS):
-                await message.ack()
+            acks.handled(tag)
 
-        return consume
+        await channel.basic_consume(queue.name, consume, consumer_tag=consumer_tag)
 
     # -- publishing -------------------------------------------------------------------------
 
@@ -422,8 +666,8 @@ class Broker:
     ) -> None:
         """Publish a job's request and wait for RabbitMQ's confirm; 503 if it cannot."""
         self.check_publishable()
-        channel = self._channel
-        if channel is None:
+        publisher = self._publisher
+        if publisher is None:
             raise ServiceUnavailable(
                 "the message broker is not reachable", code="broker_unavailable"
             )
@@ -446,26 +690,29 @@ class Broker:
             remaining = deadline_at - time.time()
             if remaining < MAX_MESSAGE_TTL_SECONDS:
                 expiration = max(remaining, 0.001)
-        message = aio_pika.Message(
-            body,
+        # The frames' properties as pamqp takes them: aio-pika's message object adds
+        # nothing here but CPU. (The same properties as `aio_pika.Message` makes: its
+        # expiration, too, is whole milliseconds.)
+        properties = Basic.Properties(
             content_type="application/json",
             correlation_id=job_id,
             message_id=job_id,
             reply_to=reply_to,
-            type=contract.op,
+            message_type=contract.op,
             user_id=self.user,
-            delivery_mode=(
-                aio_pika.DeliveryMode.PERSISTENT
-                if durable
-                else aio_pika.DeliveryMode.NOT_PERSISTENT
-            ),
+            delivery_mode=PERSISTENT if durable else NOT_PERSISTENT,
             headers=headers,
-            expiration=expiration,
+            expiration=None if expiration is None else str(int(expiration * 1000)),
+            priority=0,
         )
         try:
             with self.stall.call():
-                await channel.default_exchange.publish(
-                    message, routing_key=contract.op, mandatory=True, timeout=self.publish_timeout
+                await publisher.publish(
+                    body,
+                    contract.op,
+                    properties,
+                    mandatory=True,
+                    timeout=self.publish_timeout,
                 )
         except PublishError as exc:  # returned: no queue to route to
             raise ServiceUnavailable(

@@ -31,6 +31,11 @@ class ClientLimits:
         self._waiting: Counter[str] = Counter()
         self._held = 0  # every client's slots together: the share needs it in O(1)
 
+    @property
+    def rated(self) -> bool:
+        """Whether requests are counted against a rate at all (`hit` does nothing if not)."""
+        return self._limiter is not None
+
     async def hit(self, client: str) -> None:
         """Count one request of `client`; 429 if it is over its rate."""
         if self._limiter is None or self._rate is None:

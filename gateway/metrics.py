@@ -7,9 +7,11 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import Any, Self
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.metrics import MetricWrapperBase
 
 from gateway.jobs import Event, Job
 
@@ -40,23 +42,50 @@ JOB_SECONDS_BUCKETS = (
 MAX_RUNNING_REMEMBERED = 100_000
 
 
+class _Remembered(MetricWrapperBase):
+    """`labels(...)` that remembers each child: prometheus-client checks the values and
+    looks them up under a lock on every call, a few microseconds each, several times a
+    request. (Children are never removed from these metrics, so none goes stale; their
+    label values come from small sets: statuses, outcomes, the contracts' operations.)"""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._remembered: dict[tuple[Any, ...], Self] = {}
+
+    def labels(self, *values: Any, **by_name: Any) -> Self:
+        if by_name:
+            return super().labels(*values, **by_name)
+        child = self._remembered.get(values)
+        if child is None:
+            child = self._remembered[values] = super().labels(*values)
+        return child
+
+
+class RememberedCounter(_Remembered, Counter):
+    pass
+
+
+class RememberedHistogram(_Remembered, Histogram):
+    pass
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.http_responses = Counter(
+        self.http_responses = RememberedCounter(
             "gateway_http_responses", "HTTP responses by status code", ["status"], registry=r
         )
-        self.jobs_submitted = Counter(
+        self.jobs_submitted = RememberedCounter(
             "gateway_jobs_submitted", "Jobs accepted (stored and confirmed)", ["op"], registry=r
         )
-        self.jobs_finished = Counter(
+        self.jobs_finished = RememberedCounter(
             "gateway_jobs_finished",
             "Jobs that reached a terminal status",
             ["op", "status"],
             registry=r,
         )
-        self.answers = Counter(
+        self.answers = RememberedCounter(
             "gateway_answers", "Answers consumed from workers, by outcome", ["outcome"], registry=r
         )
         self.publish_seconds = Histogram(
@@ -72,7 +101,7 @@ class Metrics:
             registry=r,
         )
         self.waiters = Gauge("gateway_waiters", "Requests waiting for a job event", registry=r)
-        self.queue_wait_seconds = Histogram(
+        self.queue_wait_seconds = RememberedHistogram(
             "gateway_job_queue_wait_seconds",
             "Time from a job's acceptance to its worker's first answer (started, progress, "
             "or the end itself)",
@@ -80,7 +109,7 @@ class Metrics:
             registry=r,
             buckets=JOB_SECONDS_BUCKETS,
         )
-        self.run_seconds = Histogram(
+        self.run_seconds = RememberedHistogram(
             "gateway_job_run_seconds",
             "Time from a job's first answer to its end, for jobs whose worker said started "
             "or sent progress first (seen by the instance that recorded both)",

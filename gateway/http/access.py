@@ -7,7 +7,7 @@ import ipaddress
 
 from starlette.requests import Request
 
-from gateway.auth import Authenticator, Principal
+from gateway.auth import ANONYMOUS, Authenticator, Principal
 from gateway.jobs import Job
 from gateway.limits import ClientLimits
 from gateway.types import JSONObject
@@ -37,6 +37,8 @@ def client_key(request: Request, principal: Principal) -> str:
 def address_key(host: str) -> str:
     """An IPv4 address as it is; an IPv6 one by its /64, the block one host is given (its
     own addresses within it are free to take, so each would be another client)."""
+    if ":" not in host:
+        return host  # IPv4, or not an address: as it is (the parse below, per request, cost)
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
@@ -51,13 +53,19 @@ def address_key(host: str) -> str:
 async def caller(request: Request) -> Principal:
     """Authenticate the request (401 if it must and cannot) and count it against its
     client's rate (429). A job token in the query is honoured only on a job's GETs."""
-    job_id = request.path_params.get("job_id") if request.method == "GET" else None
-    principal = await authenticator_of(request).authenticate(
-        request.headers.get("authorization"),
-        request.query_params.get(JOB_TOKEN_PARAM),
-        job_id,
-    )
-    await limits_of(request).hit(client_key(request, principal))
+    auth = authenticator_of(request)
+    if not auth.enabled:
+        principal = ANONYMOUS  # what `authenticate` says, without reading the request
+    else:
+        job_id = request.path_params.get("job_id") if request.method == "GET" else None
+        principal = await auth.authenticate(
+            request.headers.get("authorization"),
+            request.query_params.get(JOB_TOKEN_PARAM),
+            job_id,
+        )
+    limits = limits_of(request)
+    if limits.rated:
+        await limits.hit(client_key(request, principal))
     return principal
 
 
