@@ -3,6 +3,8 @@ split by layer (HTTP stack, AMQP client, JSON Schema, SQLite writer, the gateway
 code, the event loop and the rest), for a light and a durable `?wait` RPC.
 
     .venv/bin/python -m bench.profile                 # both, 15 s each; writes bench/PROFILE.md
+    (`make bench` runs it too, as the `profile` scenario of bench.run, into RESULTS.md
+    beside bench/PROFILE-before.md: the profile before issue 13's hot-path work)
     .venv/bin/python -m bench.profile --seconds 30 --output /tmp/profile.md
 
 It exists so that "profile first" (issue 13) is one command whose output can be put next
@@ -31,7 +33,12 @@ POST_LUA = str(ROOT / "bench" / "post.lua")
 # the loop's own time is not put down to the frames that started it.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("JSON Schema (jsonschema, referencing)", ("(jsonschema/", "(referencing/")),
-    ("AMQP client (aio-pika, aiormq, pamqp)", ("(aio_pika/", "(aiormq/", "(pamqp/")),
+    # gateway/amqp.py is the gateway's own AMQP plumbing below aio-pika (batched publishes
+    # and acks), gateway/server.py its uvicorn protocol: counted with their layers.
+    (
+        "AMQP client (aio-pika, aiormq, pamqp)",
+        ("(aio_pika/", "(aiormq/", "(pamqp/", "(gateway/amqp.py"),
+    ),
     (
         "other threads (SQLite writer and reader, contract checker)",
         ("(gateway/store/", "(concurrent/", "(threading"),
@@ -39,7 +46,13 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("prometheus-client", ("(prometheus_client/",)),
     (
         "HTTP stack (uvicorn, httptools, Starlette)",
-        ("(uvicorn/protocols/", "(uvicorn/middleware/", "(httptools/", "(starlette/"),
+        (
+            "(uvicorn/protocols/",
+            "(uvicorn/middleware/",
+            "(httptools/",
+            "(starlette/",
+            "(gateway/server.py",
+        ),
     ),
     ("the gateway's own code", ("(gateway/",)),
     ("event loop (asyncio, uvloop)", ("(asyncio/", "(selectors", "(uvloop/")),
@@ -87,6 +100,17 @@ def profile(bench: Bench, op: str, seconds: int, out: Path) -> Counter[str]:
         if stack and count.isdigit():
             samples[layer_of(stack)] += int(count)
     return samples
+
+
+def shares(bench: Bench, seconds: int, work: Path) -> dict[str, dict[str, float]]:
+    """Both profiles, as each layer's share of the samples (for bench.run's report)."""
+    result: dict[str, dict[str, float]] = {}
+    for durability in ("light", "durable"):
+        samples = profile(bench, OPS[durability], seconds, work / f"{durability}.txt")
+        total = sum(samples.values()) or 1
+        result[durability] = {name: count / total for name, count in samples.items()}
+        result[durability]["(samples)"] = float(total)
+    return result
 
 
 def table(title: str, samples: Counter[str]) -> list[str]:

@@ -407,6 +407,49 @@ def waiters_detail(runs: Runs, key: str) -> list[str]:
     return lines
 
 
+PROFILE_BEFORE = Path(__file__).resolve().parent / "PROFILE-before.md"
+
+
+def profile_before() -> dict[str, dict[str, str]]:
+    """The layer shares of bench/PROFILE-before.md (the profile before issue 13's work),
+    by kind (`light`, `durable`), as printed there."""
+    shares: dict[str, dict[str, str]] = {}
+    kind = ""
+    if not PROFILE_BEFORE.exists():
+        return shares
+    for line in PROFILE_BEFORE.read_text().splitlines():
+        if line.startswith("### "):
+            kind = "light" if "light" in line else "durable"
+        elif kind and line.startswith("| ") and not line.startswith(("| layer", "| ---")):
+            layer, value = (cell.strip() for cell in line.strip("|").split("|"))
+            shares.setdefault(kind, {})[layer] = value
+    return shares
+
+
+def profile_section(runs: Runs) -> list[str]:
+    """Each layer's share of the gateway's py-spy samples, before and after (this run)."""
+    if not runs.get("profile"):
+        return []
+    after: dict[str, dict[str, float]] = runs["profile"][-1]
+    before = profile_before()
+    layers = sorted(
+        {layer for shares in after.values() for layer in shares} - {"(samples)"},
+        key=lambda layer: -after["light"].get(layer, 0.0),
+    )
+    lines = [
+        "| layer | light, before | light, after | durable, before | durable, after |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for layer in [*layers, "(samples)"]:
+        cells = [layer]
+        for kind in ("light", "durable"):
+            cells.append(before.get(kind, {}).get(layer, ""))
+            value = after[kind].get(layer, 0.0)
+            cells.append(f"{value:,.0f}" if layer == "(samples)" else f"{100 * value:.0f}%")
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
 def write_report(
     output: Path,
     runs: Runs,
@@ -461,6 +504,21 @@ def write_report(
     section = projection(runs, settings)
     if section:
         out += [f"## Projection to {PROJECTED_CORES} cores", "", *section, ""]
+    section = profile_section(runs)
+    if section:
+        out += [
+            "## Where the gateway's CPU goes, before and after",
+            "",
+            "py-spy samples of the gateway process (every thread) at 200 Hz under `wrk -t1",
+            "-c64` `?wait=5` RPCs, each sample counted for the innermost frame of a known",
+            "layer (`bench/profile.py`). Before: [PROFILE-before.md](PROFILE-before.md), the",
+            "profile ahead of issue 13's hot-path work; after: this run (`profile` scenario;",
+            f"alone: `{again('profile')}`, or `.venv/bin/python -m bench.profile`). A share",
+            "is of the samples, not of the CPU: a thread waiting on an fsync is sampled too.",
+            "",
+            *section,
+            "",
+        ]
     out += ["## Throughput, latency and CPU", "", *detail(runs), ""]
     for key, n in (("waiters", settings.waiters), ("bigwaiters", settings.big_waiters)):
         if key in runs:

@@ -28,11 +28,22 @@ from typing import Any
 if __package__ in (None, ""):  # run as `python bench/run.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench import profile as bench_profile
 from bench.report import write_report
 from bench.scenarios import Bench, Settings, has_workers_flag
 
-SCENARIOS = ("raw", "rpc", "workers", "async", "celery", "latency", "waiters", "bigwaiters")
-ONCE = {"bigwaiters"}  # measured in the last repeat only
+SCENARIOS = (
+    "raw",
+    "rpc",
+    "profile",
+    "workers",
+    "async",
+    "celery",
+    "latency",
+    "waiters",
+    "bigwaiters",
+)
+ONCE = {"bigwaiters", "profile"}  # measured in the last repeat only
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -95,6 +106,11 @@ def plan(bench: Bench, scenarios: list[str]) -> list[tuple[str, Any]]:
             ("rpc.light", lambda: bench.gateway_rpc("light")),
             ("rpc.durable", lambda: bench.gateway_rpc("durable")),
         ]
+    if "profile" in scenarios:
+        work = bench.work / "profile"
+        work.mkdir(exist_ok=True)
+        seconds = max(5, round(s.duration))
+        steps += [("profile", lambda: bench_profile.shares(bench, seconds, work))]
     if "workers" in scenarios:
         steps += [
             ("workers.1", lambda: bench.gateway_workers(1)),
@@ -213,6 +229,11 @@ def reproducer(given: list[str]) -> Callable[[str], str]:
 
 
 def _brief(result: dict[str, Any]) -> str:
+    if "light" in result and "durable" in result:  # a profile
+        return ", ".join(
+            f"{kind}: {max((v, k) for k, v in shares.items() if k != '(samples)')[1]} first"
+            for kind, shares in result.items()
+        )
     if "rps" in result:
         return (
             f"{result['rps']:.0f}/s p50 {result['p50_ms']:.2f} ms "
