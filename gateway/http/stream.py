@@ -34,10 +34,21 @@ def wants_event_stream(request: Request) -> bool:
     return "text/event-stream" in request.headers.get("accept", "")
 
 
+_last_encoded: tuple[Event, bytes] | None = None
+
+
 def encode(event: Event) -> bytes:
-    return ServerSentEvent(
+    """The event's frame. A fan-out hands one event object to every stream of its job:
+    it is encoded once, not once per stream."""
+    global _last_encoded
+    last = _last_encoded
+    if last is not None and last[0] is event:
+        return last[1]
+    frame = ServerSentEvent(
         data=orjson.dumps(event.data).decode(), event=event.type, id=str(event.seq)
     ).encode()
+    _last_encoded = (event, frame)
+    return frame
 
 
 async def frames(
