@@ -10,6 +10,7 @@ first (then the oldest of all).
 
 from __future__ import annotations
 
+import itertools
 import secrets
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ class MemoryStore(JobStore):
         self.max_jobs = max_jobs
         self._entries: OrderedDict[str, _Entry] = OrderedDict()  # oldest first
         self._keys: dict[tuple[str, str], str] = {}
+        self._unfinished: dict[str, None] = {}  # what the sweep looks at: not all jobs
         self._identity = secrets.token_hex(8)
 
     @property
@@ -47,6 +49,7 @@ class MemoryStore(JobStore):
     async def close(self) -> None:
         self._entries.clear()
         self._keys.clear()
+        self._unfinished.clear()
 
     async def ping(self) -> None:
         pass
@@ -62,6 +65,7 @@ class MemoryStore(JobStore):
                 return Created(entry.job, False, entry.request, entry.published)
             self._keys[(job.op, job.idempotency_key)] = job.id
         self._entries[job.id] = _Entry(job, request, events=[first])
+        self._unfinished[job.id] = None
         self._evict()
         return Created(job, True, request, False)
 
@@ -69,7 +73,10 @@ class MemoryStore(JobStore):
         excess = len(self._entries) - self.max_jobs
         if excess <= 0:
             return
-        finished = [i for i, e in self._entries.items() if e.job.terminal][:excess]
+        # The oldest are nearly always finished: this looks at few entries, not all.
+        finished = list(
+            itertools.islice((i for i, e in self._entries.items() if e.job.terminal), excess)
+        )
         for job_id in finished:
             self._forget(job_id)
         while len(self._entries) > self.max_jobs:
@@ -77,6 +84,7 @@ class MemoryStore(JobStore):
 
     def _forget(self, job_id: str) -> None:
         entry = self._entries.pop(job_id, None)
+        self._unfinished.pop(job_id, None)
         if entry is not None and entry.job.idempotency_key is not None:
             self._keys.pop((entry.job.op, entry.job.idempotency_key), None)
 
@@ -103,6 +111,8 @@ class MemoryStore(JobStore):
             return Recorded(entry.job, None)
         entry.job, event = applied
         entry.events.append(event)
+        if entry.job.terminal:
+            self._unfinished.pop(job_id, None)
         if lease_until is not None:
             entry.lease_until = lease_until
         return Recorded(entry.job, event)
@@ -125,10 +135,9 @@ class MemoryStore(JobStore):
         self, now: float, limit: int = 500, *, unconfirmed_before: float | None = None
     ) -> list[tuple[str, Overdue]]:
         found: list[tuple[str, Overdue]] = []
-        for job_id, entry in self._entries.items():
+        for job_id in self._unfinished:
+            entry = self._entries[job_id]
             job = entry.job
-            if job.terminal:
-                continue
             if job.deadline_at is not None and job.deadline_at < now:
                 found.append((job_id, "deadline"))
             elif (
@@ -150,11 +159,13 @@ class MemoryStore(JobStore):
         return found
 
     async def purge(self, op: str, finished_before: float, limit: int = 1000) -> int:
-        doomed = [
-            job_id
-            for job_id, entry in self._entries.items()
-            if entry.job.op == op and entry.job.terminal and entry.job.updated_at < finished_before
-        ][:limit]
+        doomed: list[str] = []
+        for job_id, entry in self._entries.items():  # oldest first
+            job = entry.job
+            if job.created_at >= finished_before or len(doomed) >= limit:
+                break  # made after the cutoff, so finished after it too, as all after it
+            if job.op == op and job.terminal and job.updated_at < finished_before:
+                doomed.append(job_id)
         for job_id in doomed:
             self._forget(job_id)
         return len(doomed)
