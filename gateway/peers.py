@@ -61,12 +61,12 @@ class PeerNotices:
         """Notices may have been lost while disconnected: every waiter re-reads."""
         self.hub.wake_all()
 
-    def tell_soon(self, job: Job, event: Event) -> None:
-        """`tell`, in a task of its own: it goes out before whatever the caller does next
-        (the loop runs tasks in the order they were made), and never holds the caller."""
+    def tell_soon(self, job: Job, event: Event) -> asyncio.Task[None]:
+        """`tell`, in a task of its own, which the caller may wait for or not."""
         task = asyncio.create_task(self.tell(job, event))
         self._telling.add(task)
         task.add_done_callback(self._telling.discard)
+        return task
 
     async def tell(self, job: Job, event: Event) -> None:
         exchange = self._exchange

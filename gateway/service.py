@@ -34,6 +34,7 @@ from gateway.wire import AnswerType, answer_type
 log = logging.getLogger("gateway.service")
 
 MAX_OPS_REMEMBERED = 100_000
+NOTICE_HEAD_START = 0.05  # seconds a peer notice may take before local waiters wake
 
 
 def request_hash(body: JSON) -> str:
@@ -289,7 +290,7 @@ class GatewayService:
             if job.status == "cancelled":
                 return job  # cancelling twice is fine
             raise Conflict(f"the job has already ended ({job.status})", code="job_finished")
-        self._announce(job, recorded.event)
+        await self._announce(job, recorded.event)
         self.metrics.jobs_finished.labels(job.op, "cancelled").inc()
         self.metrics.job_event(job, recorded.event, answered=False)
         try:
@@ -434,15 +435,18 @@ class GatewayService:
             self._ops_in_flight.pop(job_id, None)
             self.metrics.jobs_finished.labels(job.op, job.status).inc()
         self.metrics.job_event(job, recorded.event, answered=answered)
-        self._announce(job, recorded.event)
+        await self._announce(job, recorded.event)
 
-    def _announce(self, job: Job, event: Event) -> None:
+    async def _announce(self, job: Job, event: Event) -> None:
         """A new event is stored: tell the other instances (not of a light job: it is
         followed only where it lives), and wake this instance's waiters. The others are
-        told first: waking thousands of waiters here would delay the notice behind them
-        all, and their waiters with it."""
+        told first, and given a moment to get the notice out: waking thousands of waiters
+        here would delay it behind them all, and their waiters with it (by ~0.7 s for
+        5,000 SSE streams). Not more than a moment: a stalled broker must not hold up
+        the waiters here."""
         if self.peers is not None and not self._light(job.op):
-            self.peers.tell_soon(job, event)
+            telling = self.peers.tell_soon(job, event)
+            await asyncio.wait((telling,), timeout=NOTICE_HEAD_START)
         self.hub.notify(job.id, job, event)
 
     def _light(self, op: str) -> bool:
