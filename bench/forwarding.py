@@ -18,38 +18,28 @@ import statistics
 import subprocess
 import tempfile
 import time
+from contextlib import AsyncExitStack
 from pathlib import Path
 
 import httpx
 
 from bench.procs import PYTHON, ROOT, cpu_seconds, tree, wait_http_ok
-from tests.support import RabbitNode, free_port
+from tests.support import RabbitNode, connection_per_process, free_port
 
 GATEWAY = str(ROOT / ".venv" / "bin" / "gateway")
 CONTRACTS = ROOT / "bench" / "contracts"
 OP = "echo.light"
 
 
-async def connections(url: str) -> dict[str, httpx.AsyncClient]:
-    """One kept-alive connection to each of the two processes, by the slot in a light
-    job's id (a connection stays with the process that accepted it)."""
-    found: dict[str, httpx.AsyncClient] = {}
-    for _ in range(200):
-        client = httpx.AsyncClient(base_url=url, limits=httpx.Limits(max_connections=1))
-        r = await client.post(f"/v1/ops/{OP}?wait=5", json={"n": 1})
-        r.raise_for_status()
-        slot = r.json()["id"].rpartition(".")[2]
-        if slot in found:
-            await client.aclose()
-            continue
-        found[slot] = client
-        if len(found) == 2:
-            return found
-    raise RuntimeError("could not reach both processes")
-
-
 async def measure(url: str, supervisor: int, rounds: int, requests: int) -> None:
-    by_slot = await connections(url)
+    async with AsyncExitStack() as stack:
+        by_slot = await connection_per_process(stack, url, OP, 2)
+        await measure_on(by_slot, supervisor, rounds, requests)
+
+
+async def measure_on(
+    by_slot: dict[str, httpx.AsyncClient], supervisor: int, rounds: int, requests: int
+) -> None:
     r = await by_slot["0"].post(f"/v1/ops/{OP}?wait=5", json={"n": 2})
     location = r.headers["location"]
     assert r.json()["id"].endswith(".0")
@@ -71,8 +61,6 @@ async def measure(url: str, supervisor: int, rounds: int, requests: int) -> None
         latency = statistics.median(f[0] for f in figures)
         cpu = statistics.median(f[1] for f in figures)
         print(f"| {way} | {latency:.3f} | {cpu:.3f} |")
-    for client in by_slot.values():
-        await client.aclose()
 
 
 def main() -> None:

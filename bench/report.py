@@ -297,23 +297,19 @@ def projection(runs: Runs, settings: Settings) -> list[str]:
         "at that rate | echo worker cores at that rate |",
         "| --- | --- | --- | --- | --- |",
     ]
-    for key, label in sources:
-        gw = med_cpu(runs, key, "gateway")
-        rate = n / gw if gw == gw and gw > 0 else NAN
-        lines.append(
-            f"| {label} | {_us(gw)} | {_fmt(rate, 0)} | "
+
+    def row(label: str, key: str, process: str) -> str:
+        """`process` ("gateway", or the raw ceiling's "client") on `n` cores."""
+        cpu = med_cpu(runs, key, process)
+        rate = n / cpu if cpu == cpu and cpu > 0 else NAN
+        return (
+            f"| {label} | {_us(cpu)} | {_fmt(rate, 0)} | "
             f"{_fmt(rate * med_cpu(runs, key, 'rabbitmq'), 1)} | "
             f"{_fmt(rate * med_cpu(runs, key, 'worker'), 1)} |"
         )
-    for raw_key in RAW.values():
-        if raw_key in runs:
-            raw = med_cpu(runs, raw_key, "client")
-            rate = n / raw if raw == raw and raw > 0 else NAN
-            lines.append(
-                f"| (ceiling) {LABELS[raw_key]} | {_us(raw)} | {_fmt(rate, 0)} | "
-                f"{_fmt(rate * med_cpu(runs, raw_key, 'rabbitmq'), 1)} | "
-                f"{_fmt(rate * med_cpu(runs, raw_key, 'worker'), 1)} |"
-            )
+
+    lines += [row(label, key, "gateway") for key, label in sources]
+    lines += [row(f"(ceiling) {LABELS[key]}", key, "client") for key in RAW.values() if key in runs]
     return lines
 
 

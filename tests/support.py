@@ -11,7 +11,7 @@ import signal
 import socket
 import subprocess
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -274,3 +274,26 @@ class TcpProxy:
                 dst.transport.abort()
 
         await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+
+async def connection_per_process(
+    stack: AsyncExitStack,
+    url: str,
+    light_op: str,
+    workers: int,
+    headers: dict[str, str] | None = None,
+) -> dict[str, httpx.AsyncClient]:
+    """One kept-alive connection to each process of a `gateway serve --workers N`, by
+    slot: a connection stays with the process that accepted it, and the id of a light job
+    submitted on it ends in that process's slot. (The jobs are left queued.)"""
+    found: dict[str, httpx.AsyncClient] = {}
+    for _ in range(200):
+        http = await stack.enter_async_context(
+            httpx.AsyncClient(base_url=url, timeout=30, limits=httpx.Limits(max_connections=1))
+        )
+        r = await http.post(f"/v1/ops/{light_op}", json={}, headers=headers)
+        assert r.status_code == 202, r.text
+        found.setdefault(r.json()["id"].rpartition(".")[2], http)
+        if len(found) == workers:
+            return found
+    raise AssertionError(f"connections reached only the processes in slots {sorted(found)}")

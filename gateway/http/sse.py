@@ -23,7 +23,7 @@ from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
 from starlette.responses import Response
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from gateway.server import GatewayHttpProtocol, connection_of
 
@@ -93,15 +93,10 @@ class EventStreamResponse(Response):
                 detached = asyncio.create_task(self._go_on(connection))
                 connection.adopt(detached)
                 return
+            # Not detached (a HEAD, a pipelined request behind, another server): rare.
             async for frame in self.frames:
-                message: Message = {"type": "http.response.body", "body": frame, "more_body": True}
-                if connection is not None and not connection.write_paused:
-                    # uvicorn writes at once unless the client stopped reading: no
-                    # deadline to set (and cancel) on every frame of a fan-out.
-                    await send(message)
-                else:
-                    async with asyncio.timeout(self.send_timeout):
-                        await send(message)
+                async with asyncio.timeout(self.send_timeout):
+                    await send({"type": "http.response.body", "body": frame, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         except asyncio.CancelledError:
             if not (self.client_gone or (connection is not None and connection.disconnected)):
