@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
@@ -16,7 +17,7 @@ import orjson
 
 from gateway.worker import Worker
 from tests.fault_support import GatewayProcess, metric, poll_until, sse_events
-from tests.support import free_port, make_settings
+from tests.support import TcpProxy, connection_per_process, free_port, make_settings
 from tests.test_lifecycle import contract
 
 
@@ -67,25 +68,6 @@ async def gateway_processes(
         yield gateway, ops
     finally:
         await gateway.stop()
-
-
-async def connection_per_process(
-    stack: AsyncExitStack, url: str, op: str, workers: int
-) -> dict[str, httpx.AsyncClient]:
-    """One kept-alive connection to each process, by slot: a connection stays with the
-    process that accepted it, and a light job's id ends in its process's slot."""
-    found: dict[str, httpx.AsyncClient] = {}
-    for _ in range(200):
-        http = await stack.enter_async_context(
-            httpx.AsyncClient(base_url=url, timeout=30, limits=httpx.Limits(max_connections=1))
-        )
-        r = await http.post(f"/v1/ops/{op}", json={})
-        assert r.status_code == 202, r.text
-        slot = r.json()["id"].rpartition(".")[2]
-        found.setdefault(slot, http)
-        if len(found) == workers:
-            return found
-    raise AssertionError(f"connections reached only the processes in slots {sorted(found)}")
 
 
 async def test_a_light_job_is_followed_through_another_process(rabbit, tmp_path, run_worker):
@@ -227,6 +209,43 @@ async def test_a_killed_process_is_restarted_and_no_accepted_job_is_lost(
                 assert job["result"] == {"sum": n + 1}
 
 
+class NewConnectionsGate(TcpProxy):
+    """A proxy to RabbitMQ that can keep new connections waiting; open ones flow on."""
+
+    def __init__(self, target_port: int) -> None:
+        super().__init__(target_port)
+        self.admitting = asyncio.Event()
+        self.admitting.set()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await self.admitting.wait()
+        await super()._serve(reader, writer)
+
+
+async def test_a_restarted_process_takes_no_connections_before_it_can_publish(rabbit, tmp_path):
+    """The interleaving that once gave 503s beside a ready sibling: a killed process's
+    successor starts while it cannot reach RabbitMQ (its connection held at a gate)."""
+    port = int(rabbit.url.rsplit(":", 1)[1].split("/")[0])
+    async with NewConnectionsGate(port) as gate:
+        broker = rabbit.url.replace(f":{port}/", f":{gate.port}/")
+        async with gateway_processes(tmp_path, broker) as (gateway, ops):
+            assert gateway.process is not None
+            log = gateway.log
+            victim = min(children(gateway.process.pid))
+            gate.admitting.clear()
+            os.kill(victim, signal.SIGKILL)
+            # The successor is starting (uvicorn logs this once per process start).
+            await poll_until(lambda: log.read_text().count("Waiting for application startup") == 3)
+            statuses: Counter[int] = Counter()
+            for n in range(40):  # fresh connections: any listening process may take one
+                async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as fresh:
+                    r = await fresh.post(f"/v1/ops/{ops['math.add']}", json={"a": n, "b": 1})
+                statuses[r.status_code] += 1
+            gate.admitting.set()
+            await poll_until(lambda: log.read_text().count("Application startup complete") == 3)
+    assert statuses == {202: 40}, statuses
+
+
 async def test_sigterm_drains_the_requests_in_flight(rabbit, tmp_path, run_worker):
     started = {"math.add": asyncio.Event(), "held": asyncio.Event()}
     release = asyncio.Event()
@@ -320,18 +339,7 @@ async def test_a_job_token_from_one_process_opens_the_job_in_another(rabbit, tmp
         await run_worker(worker)
         alice = {"authorization": "Bearer alice-key"}
         async with AsyncExitStack() as stack:
-            found: dict[str, httpx.AsyncClient] = {}
-            for _ in range(200):
-                http = await stack.enter_async_context(
-                    httpx.AsyncClient(
-                        base_url=gateway.url, timeout=30, limits=httpx.Limits(max_connections=1)
-                    )
-                )
-                r = await http.post(f"/v1/ops/{ops['quick']}?wait=10", json={}, headers=alice)
-                assert r.status_code == 200, r.text
-                found.setdefault(r.json()["id"].rpartition(".")[2], http)
-                if len(found) == 2:
-                    break
+            found = await connection_per_process(stack, gateway.url, ops["quick"], 2, headers=alice)
             here, there = found["0"], found["1"]
             for op, body in ((ops["math.add"], {"a": 1, "b": 2}), (ops["quick"], {})):
                 r = await here.post(f"/v1/ops/{op}?wait=10", json=body, headers=alice)
