@@ -68,6 +68,11 @@ class PeerNotices:
         task.add_done_callback(self._telling.discard)
         return task
 
+    async def flush(self) -> None:
+        """Until the notices on their way are out (each gives up after TELL_TIMEOUT)."""
+        if self._telling:
+            await asyncio.wait(set(self._telling))
+
     async def tell(self, job: Job, event: Event) -> None:
         exchange = self._exchange
         if exchange is None:

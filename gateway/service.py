@@ -98,6 +98,8 @@ class GatewayService:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
+        if self.peers is not None:
+            await self.peers.flush()  # notices on their way go out before the link goes
         await self.broker.close()
         await self.store.close()
 
@@ -428,6 +430,9 @@ class GatewayService:
         if recorded.event is None:
             log.info("job %s: %s answer after the job ended ignored", job_id, outcome.type)
             self.metrics.answers.labels("ignored").inc()
+            # Most often a redelivery: whoever stored it first may have died before its
+            # notice went out, and waiters here would sleep on. Show them the job.
+            self.hub.notify(job_id, recorded.job)
             return
         job = recorded.job
         self.metrics.answers.labels(counted_as or outcome.type).inc()

@@ -8,10 +8,12 @@ from __future__ import annotations
 import asyncio
 from dataclasses import replace
 
+import aio_pika
 from httpx_sse import aconnect_sse
 
+from gateway.wire import ANSWERS_QUEUE
 from gateway.worker import Worker
-from tests.fault_support import readyz_until
+from tests.fault_support import poll_until, readyz_until
 from tests.support import make_settings, serve_gateway
 from tests.test_round_trip import adder
 from tests.test_streaming import stepped_reporter
@@ -126,3 +128,30 @@ async def test_a_gateway_with_another_store_is_refused_on_a_shared_vhost(
             assert not second.service.broker.ready
     print(f"\n[foreign store] refused after {refused:.2f}s; first gateway's jobs {len(ends)}")
     assert [e["status"] for e in ends] == ["succeeded"] * 40
+
+
+async def test_an_answer_for_a_job_already_ended_wakes_its_waiters(gateway, rabbit):
+    """The interleaving of a flake seen with --workers: one process stored a job's result
+    and died before its notice to the others went out (and before its ack), so RabbitMQ
+    delivered the answer again, to the process whose long-poll waited for that job. The
+    answer changes nothing (the job has ended), but it must wake that long-poll: else it
+    sleeps to its timeout (or, in a shutdown, is cut off with a 500)."""
+    op = gateway.op("math.add")
+    async with gateway.client() as http:
+        r = await http.post(f"/v1/ops/{op}", json={"a": 1, "b": 2})
+        job_id = r.json()["id"]
+        waiting = asyncio.create_task(http.get(f"/v1/jobs/{job_id}?wait=30"))
+        await poll_until(lambda: gateway.service.hub.waiting == 1)
+        # "Another process" stored the result; its notice never came.
+        await gateway.service.store.record(job_id, "result", {"sum": 3})
+        connection = await aio_pika.connect(rabbit.url)
+        async with connection:
+            channel = await connection.channel()
+            await channel.default_exchange.publish(
+                aio_pika.Message(b'{"sum": 3}', correlation_id=job_id, type="result"),
+                routing_key=ANSWERS_QUEUE,
+            )
+            async with asyncio.timeout(10):  # far below the wait
+                job = (await waiting).json()
+    assert job["status"] == "succeeded"
+    assert job["result"] == {"sum": 3}
