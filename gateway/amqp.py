@@ -100,6 +100,7 @@ class ConfirmedPublisher:
         *,
         mandatory: bool,
         timeout: float,
+        exchange: str = "",
     ) -> None:
         """Raise `DeliveryError` if nacked, `PublishError` if returned, `TimeoutError`
         without a confirm in `timeout` seconds, a link error if the channel closes."""
@@ -120,7 +121,7 @@ class ConfirmedPublisher:
 
         confirmation.add_done_callback(forget)
         frames: list[aiormq.abc.FrameType] = [
-            Basic.Publish(routing_key=routing_key, mandatory=mandatory),
+            Basic.Publish(exchange=exchange, routing_key=routing_key, mandatory=mandatory),
             ContentHeader(properties=properties, body_size=len(body)),
         ]
         frames += (

@@ -28,6 +28,7 @@ from gateway.config import AuthSettings
 from gateway.errors import ContractError, Forbidden, Unauthorized
 
 ANY_OP = "ops:*"
+PUBLISH, SUBSCRIBE = "topics:publish", "topics:subscribe"
 
 
 def api_key_subject(subject: str) -> str:
@@ -49,16 +50,42 @@ class Principal:
     scopes: frozenset[str] = field(default_factory=frozenset)
     job_id: str | None = None
     """Set for a job token: it opens that one job, read-only, and nothing else."""
+    topic: str | None = None
+    """Set for a subscribe token: it opens that one topic's events, and nothing else."""
+
+    @property
+    def is_token(self) -> bool:
+        """A job or subscribe token: it may read its one thing, nothing more."""
+        return self.job_id is not None or self.topic is not None
 
     def may_submit(self, op: str) -> bool:
-        return self.job_id is None and (ANY_OP in self.scopes or f"ops:{op}" in self.scopes)
+        return not self.is_token and (ANY_OP in self.scopes or f"ops:{op}" in self.scopes)
+
+    def may(self, action: str, topic: str) -> bool:
+        """Whether the principal may publish (`PUBLISH`) or subscribe (`SUBSCRIBE`) to a
+        topic: a scope `<action>:<p>` where `p` is `*`, the topic, or a topic above it
+        (a family's name covers its keys)."""
+        if self.topic is not None:
+            return action == SUBSCRIBE and topic == self.topic
+        if self.job_id is not None:
+            return False
+        if f"{action}:*" in self.scopes:
+            return True
+        words = topic.split(".")
+        return any(
+            f"{action}:{'.'.join(words[:end])}" in self.scopes for end in range(len(words), 0, -1)
+        )
+
+    def require(self, action: str, topic: str) -> None:
+        if not self.may(action, topic):
+            raise Forbidden(f"this token has no scope to {action.split(':')[1]} to topic {topic}")
 
     def require_submit(self, op: str) -> None:
         if not self.may_submit(op):
             raise Forbidden(f"this token has no scope for operation {op} (needs ops:{op})")
 
     def may_read(self, job_id: str, owner: str | None) -> bool:
-        if self.job_id is not None:
+        if self.is_token:
             return self.job_id == job_id
         if self.subject is None:
             return True  # auth is off: the anonymous principal is everyone
@@ -67,7 +94,7 @@ class Principal:
         return owner == self.subject
 
 
-ANONYMOUS = Principal(subject=None, scopes=frozenset({ANY_OP}))
+ANONYMOUS = Principal(subject=None, scopes=frozenset({ANY_OP, f"{PUBLISH}:*", f"{SUBSCRIBE}:*"}))
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,10 +137,15 @@ class Authenticator:
         self._job_key = hashlib.sha256(b"gateway job token\0" + secret.encode()).digest()
 
     async def authenticate(
-        self, authorization: str | None, query_token: str | None, job_id: str | None = None
+        self,
+        authorization: str | None,
+        query_token: str | None,
+        job_id: str | None = None,
+        topic: str | None = None,
     ) -> Principal:
         """The caller of a request. `query_token` is only accepted as a job token for
-        `job_id` (the one place a browser cannot send an Authorization header)."""
+        `job_id`, or a subscribe token for `topic` (where a browser's EventSource cannot
+        send an Authorization header)."""
         if not self.enabled:
             return ANONYMOUS
         if authorization:
@@ -123,6 +155,8 @@ class Authenticator:
             return await self._bearer(token.strip())
         if query_token and job_id:
             return self.verify_job_token(query_token, job_id)
+        if query_token and topic:
+            return self.verify_topic_token(query_token, topic)
         raise Unauthorized("authentication required: send Authorization: Bearer <token>")
 
     async def _bearer(self, token: str) -> Principal:
@@ -185,6 +219,24 @@ class Authenticator:
         if int(expires_text) < time.time():
             raise Unauthorized("the job token has expired")
         return Principal(subject=None, job_id=job_id)
+
+    # -- subscribe tokens ----------------------------------------------------------------
+
+    def issue_topic_token(self, topic: str, now: float | None = None) -> tuple[str, int]:
+        """A token that opens one topic's events, read-only, for a short while; and when
+        it expires (epoch seconds). Signed apart from job tokens (a job id has no `:`)."""
+        expires = int((now or time.time()) + self.settings.topic_token_ttl_seconds)
+        return f"{expires}.{self._sign(f'topic:{topic}.{expires}')}", expires
+
+    def verify_topic_token(self, token: str, topic: str) -> Principal:
+        expires_text, _, signature = token.partition(".")
+        if not expires_text.isdigit() or not hmac.compare_digest(
+            signature, self._sign(f"topic:{topic}.{expires_text}")
+        ):
+            raise Unauthorized("invalid subscribe token")
+        if int(expires_text) < time.time():
+            raise Unauthorized("the subscribe token has expired")
+        return Principal(subject=None, topic=topic)
 
     def _sign(self, payload: str) -> str:
         return hmac.new(self._job_key, payload.encode(), hashlib.sha256).hexdigest()

@@ -30,6 +30,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import aio_pika
@@ -67,6 +68,7 @@ from gateway.wire import (
     HEADER_LEASE_SECONDS,
     PROBE_ROUTING_KEY,
     STORE_MARKER_QUEUE,
+    TOPICS_EXCHANGE,
 )
 
 log = logging.getLogger("gateway.broker")
@@ -98,7 +100,9 @@ class Attachment(Protocol):
     """Something more that rides on the broker link (peer notices): called on every new
     connection, to consume on the consumer side and publish on the publisher side."""
 
-    async def attach_consumer(self, channel: AbstractChannel) -> None: ...
+    async def attach_consumer(
+        self, connection: AbstractConnection, channel: AbstractChannel
+    ) -> None: ...
 
     async def attach_publisher(self, channel: AbstractChannel) -> None: ...
 
@@ -116,6 +120,21 @@ def queue_arguments(contract: Contract) -> JSONObject:
     if settings.durability == "durable":
         args["x-queue-type"] = "quorum"
     return args
+
+
+async def declare_or_refuse(
+    connection: AbstractConnection, name: str, arguments: dict[str, Any], refusal: str
+) -> None:
+    """Declare a durable queue on a channel of its own (a refusal closes the channel);
+    `refusal` (with `{reason}`) says what to do if it exists with other arguments."""
+    channel = await connection.channel()
+    try:
+        await channel.declare_queue(name, durable=True, arguments=arguments)
+    except ChannelPreconditionFailed as exc:
+        raise TopologyRefused(refusal.format(reason=exc)) from exc
+    finally:
+        if not channel.is_closed:
+            await channel.close()
 
 
 class Broker:
@@ -325,7 +344,7 @@ class Broker:
         own = await connection.channel()
         await own.set_qos(prefetch_count=self.prefetch)
         for attachment in self.attachments:
-            await attachment.attach_consumer(own)
+            await attachment.attach_consumer(connection, own)
         log.info("connected to RabbitMQ, topology declared for %d operations", len(self.contracts))
 
     def _tag(self, what: str) -> str:
@@ -338,7 +357,7 @@ class Broker:
         # job store, which pins this virtual host to the gateways of one store. Another
         # store's gateway would take their answers and drop them as unknown.
         store = self.store_identity()
-        await self._declare_or_refuse(
+        await declare_or_refuse(
             connection,
             STORE_MARKER_QUEUE,
             {
@@ -359,7 +378,7 @@ class Broker:
         )
         await dead.bind(dlx)
         for contract in self.contracts.values():
-            await self._declare_or_refuse(
+            await declare_or_refuse(
                 connection,
                 contract.op,
                 queue_arguments(contract),
@@ -372,7 +391,7 @@ class Broker:
             "x-queue-type": "quorum",
             "x-single-active-consumer": True,
         }
-        await self._declare_or_refuse(
+        await declare_or_refuse(
             connection,
             ANSWERS_QUEUE,
             answers_arguments,
@@ -386,20 +405,6 @@ class Broker:
         acks = Acks(await channel.get_underlay_channel())
         await self._consume(answers, acks, self.on_answer, self._tag("answers"))
         await self._consume(dead, acks, self.on_dead_letter, self._tag("dead-letters"))
-
-    @staticmethod
-    async def _declare_or_refuse(
-        connection: AbstractConnection, name: str, arguments: dict[str, Any], refusal: str
-    ) -> None:
-        """Declare a durable queue on a channel of its own (a refusal closes the channel)."""
-        channel = await connection.channel()
-        try:
-            await channel.declare_queue(name, durable=True, arguments=arguments)
-        except ChannelPreconditionFailed as exc:
-            raise TopologyRefused(refusal.format(reason=exc)) from exc
-        finally:
-            if not channel.is_closed:
-                await channel.close()
 
     @staticmethod
     async def _consume(
@@ -506,36 +511,66 @@ class Broker:
             expiration=None if expiration is None else str(int(expiration * 1000)),
             priority=0,
         )
+        await self._confirmed(
+            publisher.publish(
+                body, contract.op, properties, mandatory=True, timeout=self.publish_timeout
+            ),
+            what=f"the request for {contract.op}",
+        )
+
+    async def _confirmed(self, publishing: Awaitable[None], what: str) -> None:
+        """Await a confirmed publish; 503 (with the reason in its code) if RabbitMQ
+        returned it (no queue), nacked it (a queue at its limit), or did not confirm it."""
         try:
             with self.stall.call():
-                await publisher.publish(
-                    body,
-                    contract.op,
-                    properties,
-                    mandatory=True,
-                    timeout=self.publish_timeout,
-                )
+                await publishing
         except PublishError as exc:  # returned: no queue to route to
-            raise ServiceUnavailable(
-                f"no queue for operation {contract.op}", code="broker_unroutable"
-            ) from exc
+            raise ServiceUnavailable(f"no queue for {what}", code="broker_unroutable") from exc
         except DeliveryError as exc:  # nacked, e.g. the queue is at its length limit
             raise ServiceUnavailable(
-                f"RabbitMQ refused the request for {contract.op} (queue full?)",
+                f"RabbitMQ refused {what} (queue full?)",
                 code="broker_refused",
                 retry_after=5,
             ) from exc
         except TimeoutError as exc:
             self.stall.mark()
             raise ServiceUnavailable(
-                "the message broker did not confirm the request in time",
+                f"the message broker did not confirm {what} in time",
                 code="broker_stalled",
                 retry_after=2,
             ) from exc
         except LINK_ERRORS as exc:
             raise ServiceUnavailable(
-                "the message broker did not confirm the request", code="broker_unavailable"
+                f"the message broker did not confirm {what}", code="broker_unavailable"
             ) from exc
+
+    async def publish_topic(self, topic: str, body: bytes, message_id: str) -> None:
+        """Publish a topic's message to its stream and wait for RabbitMQ's confirm."""
+        self.check_publishable()
+        publisher = self._publisher
+        if publisher is None:
+            raise ServiceUnavailable(
+                "the message broker is not reachable", code="broker_unavailable"
+            )
+        properties = Basic.Properties(
+            content_type="application/json",
+            message_id=message_id,
+            timestamp=datetime.now(UTC),
+            user_id=self.user,
+            delivery_mode=PERSISTENT,
+            priority=0,
+        )
+        await self._confirmed(
+            publisher.publish(
+                body,
+                topic,
+                properties,
+                mandatory=True,
+                timeout=self.publish_timeout,
+                exchange=TOPICS_EXCHANGE,
+            ),
+            what=f"the message for topic {topic}",
+        )
 
     async def publish_cancel(self, job_id: str, op: str) -> None:
         """Tell workers (who listen on the cancel fanout) that a job was cancelled."""

@@ -43,6 +43,13 @@ def main() -> None:
     """HTTP gateway to RabbitMQ workers: JSON Schema contracts, RPC, long-poll and SSE."""
 
 
+def _static(item: str) -> tuple[str, Path]:
+    prefix, equals, folder = item.partition("=")
+    if not equals or not prefix.startswith("/") or not Path(folder).is_dir():
+        raise ValueError(f"--static {item}: give /PREFIX=FOLDER, with a folder that exists")
+    return prefix, Path(folder)
+
+
 @main.command()
 @click.option(
     "--host",
@@ -75,6 +82,24 @@ def main() -> None:
     type=click.Path(file_okay=False, path_type=Path),
     show_envvar=True,
     help="Folder of <op>.json contract files.",
+)
+@click.option(
+    "--topics",
+    "topics_dir",
+    envvar="GATEWAY_TOPICS",
+    default="schemas/topics",
+    type=click.Path(file_okay=False, path_type=Path),
+    show_envvar=True,
+    help="Folder of <name>.json topic contracts (none if it does not exist).",
+)
+@click.option(
+    "--static",
+    "static",
+    envvar="GATEWAY_STATIC",
+    multiple=True,
+    show_envvar=True,
+    help="Serve a folder of static files at a URL path: PREFIX=FOLDER, e.g. "
+    "/chat=examples/chat (repeat the flag; in the variable, separate them with spaces).",
 )
 @click.option(
     "--store",
@@ -332,6 +357,9 @@ def serve(
         )
         settings["cors_origins"] = tuple(
             origin for value in settings["cors_origins"] for origin in value.split()
+        )
+        settings["static"] = tuple(
+            _static(item) for value in settings["static"] for item in value.split()
         )
         gateway_settings = Settings(auth=auth, **settings)
         if workers > 1:

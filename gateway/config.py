@@ -28,6 +28,8 @@ class AuthSettings:
     job_token_secret: str | None = None
     """Signs job tokens; give every instance the same one. Default: random per process."""
     job_token_ttl_seconds: float = 3600.0
+    topic_token_ttl_seconds: float = 600.0
+    """How long a subscribe token opens its topic's events (an open stream goes on)."""
 
     @property
     def enabled(self) -> bool:
@@ -38,6 +40,13 @@ class AuthSettings:
 class Settings:
     broker_url: str = DEFAULT_BROKER_URL
     contracts_dir: Path = Path("schemas/ops")
+    topics_dir: Path | None = Path("schemas/topics")
+    """Topic contracts (`<name>.json`); none if the folder does not exist."""
+    topic_ring_messages: int = 10_000
+    """Recent messages of each topic family kept in memory per process; a subscriber
+    resuming from further back is caught up from the stream itself."""
+    static: tuple[tuple[str, Path], ...] = ()
+    """Folders of static files served at URL path prefixes (`/chat` -> examples/chat)."""
     store_url: str = DEFAULT_STORE_URL
     max_body_bytes: int = 1024 * 1024
     """Requests with a larger body are refused with 413."""

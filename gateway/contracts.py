@@ -147,7 +147,7 @@ class Contract:
     progress: Draft7Validator | None
     passes: Mapping[str, Draft7Validator] = field(default_factory=dict)
     """Per definition, a validator that accepts what the one above accepts, cheaper to
-    ask whether a body passes (`_passing_validator`); the errors of one that does not
+    ask whether a body passes (`passing_validator`); the errors of one that does not
     still come from the one above, so their details stay as they are."""
 
     def _details(self, definition: str, validator: Draft7Validator, body: JSON) -> list[JSONObject]:
@@ -178,18 +178,18 @@ class Contract:
 
     async def check_request(self, body: JSON, size: int) -> None:
         """`validate_request`, off the event loop if the body is large."""
-        await _checked(lambda: self.validate_request(body), size)
+        await checked(lambda: self.validate_request(body), size)
 
     async def check_result(self, result: JSON, size: int) -> list[JSONObject]:
         """`result_errors`, off the event loop if the result is large."""
-        return await _checked(lambda: self.result_errors(result), size)
+        return await checked(lambda: self.result_errors(result), size)
 
     async def check_progress(self, progress: JSON, size: int) -> list[JSONObject]:
         """`progress_errors`, off the event loop if the progress body is large."""
-        return await _checked(lambda: self.progress_errors(progress), size)
+        return await checked(lambda: self.progress_errors(progress), size)
 
 
-async def _checked(check: Callable[[], _T], size: int) -> _T:
+async def checked(check: Callable[[], _T], size: int) -> _T:
     """Run `check` inline for a small body (the hot path: no thread hop), else in the
     checking thread so the event loop keeps serving everyone else."""
     if size <= INLINE_CHECK_BYTES:
@@ -201,12 +201,12 @@ async def _checked(check: Callable[[], _T], size: int) -> _T:
 _ROOT_KEYWORDS = frozenset({"$ref", "$id", "$schema", "definitions"})
 
 
-def _passing_validator(
+def passing_validator(
     document: JSONObject, definition: str, registry: Registry
 ) -> Draft7Validator | None:
     """The definition itself as the root, beside the document's `definitions` (so its
     `#/definitions/...` references mean what they meant): the same checks as
-    `_validator_for`'s without resolving its `$ref` on every body. (Resolving that was
+    `validator_for`'s without resolving its `$ref` on every body. (Resolving that was
     most of the cost of checking a small body.) None where that would change a meaning.
     """
     schema = document["definitions"][definition]
@@ -241,7 +241,7 @@ def _refs(node: JSON) -> Iterator[str]:
             yield from _refs(item)
 
 
-def _validator_for(document: JSONObject, definition: str, registry: Registry) -> Draft7Validator:
+def validator_for(document: JSONObject, definition: str, registry: Registry) -> Draft7Validator:
     # A root that refers to one definition resolves the document's inner
     # `#/definitions/...` references exactly as clients' validators do.
     root: JSONObject = {
@@ -299,7 +299,7 @@ class ContractFolder:
                 raise ContractError(f"{where}: not valid JSON: {exc}") from exc
             relative = path.relative_to(directory)
             if is_shared_file(relative):
-                _check_schema_file(where, document, "shared definitions file")
+                check_schema_file(where, document, "shared definitions file")
             self.documents[path] = document
             if not isinstance(document, dict):
                 continue  # no schema: a contract says so when loaded
@@ -332,7 +332,7 @@ class ContractFolder:
         )
 
 
-def _check_schema_file(where: str, document: JSON, kind: str) -> JSONObject:
+def check_schema_file(where: str, document: JSON, kind: str) -> JSONObject:
     """`document`, if it is a draft-07 JSON Schema object; `kind` says what it should be
     ("contract", "shared definitions file")."""
     if not isinstance(document, dict):
@@ -446,7 +446,7 @@ def load_contract(path: Path, folder: ContractFolder | None = None) -> Contract:
         raise ContractError(f"{where}: {op!r} is not a valid operation name")
     if folder is None:
         folder = ContractFolder(path.parent)
-    document = _check_schema_file(where, folder.documents[path], "contract")
+    document = check_schema_file(where, folder.documents[path], "contract")
     definitions = document.get("definitions")
     if not isinstance(definitions, dict):
         raise ContractError(f"{where}: missing `definitions`")
@@ -470,18 +470,16 @@ def load_contract(path: Path, folder: ContractFolder | None = None) -> Contract:
             path=path,
             document=document,
             settings=OperationSettings.from_json(raw_settings),
-            request=_validator_for(document, "request", registry),
-            result=_validator_for(document, "result", registry),
+            request=validator_for(document, "request", registry),
+            result=validator_for(document, "result", registry),
             progress=(
-                _validator_for(document, "progress", registry)
-                if "progress" in definitions
-                else None
+                validator_for(document, "progress", registry) if "progress" in definitions else None
             ),
             passes={
                 definition: passing
                 for definition in ("request", "result", "progress")
                 if definition in definitions
-                and (passing := _passing_validator(document, definition, registry)) is not None
+                and (passing := passing_validator(document, definition, registry)) is not None
             },
         )
     except Exception as exc:  # e.g. an unresolvable $ref found while compiling

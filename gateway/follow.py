@@ -1,10 +1,12 @@
-"""Following one job's event log: the one loop of store reads and hub wake-ups that every
-reader of events shares (SSE streams, long-polls, and later topic streams).
+"""Following a numbered log of events: the one loop of log reads and hub wake-ups that
+every reader of events shares (SSE streams and long-polls, of a job's events and of a
+topic's messages).
 
-The store is the truth and the hub is the doorbell (gateway/hub.py): a follower reads
-what is stored past its cursor, then sleeps until woken; a wake-up usually carries the
+The log is the truth and the hub is the doorbell (gateway/hub.py): a follower reads what
+the log holds past its cursor, then sleeps until woken; a wake-up usually carries a job's
 new events, gap-free, so it needs no store read; any gap, or a wake-up without events,
-means reading the store again. A lost notice delays a follower, never misleads it.
+means reading the log again. A lost notice delays a follower, never misleads it. A job's
+log is the job store (`JobLog`); a topic's is its stream (gateway/topics.py `TopicLog`).
 
 The store being out is the caller's to handle: `next` raises (ServiceUnavailable, via the
 bounded store), and the follower stays consistent, reading the store first on the next
@@ -14,6 +16,7 @@ call. A stream keeps its client and retries; a long-poll answers 503.
 from __future__ import annotations
 
 import asyncio
+from typing import Generic, Protocol, TypeVar, cast
 
 from gateway.hub import Hub, Watch
 from gateway.jobs import Event
@@ -21,29 +24,69 @@ from gateway.store import JobStore
 from gateway.types import TERMINAL_EVENTS
 
 
-class Follow:
-    """One reader's cursor on one job's events. A context manager: it holds a hub watch
-    (one waiter, counted in `Hub.waiting`) from `with` to its end.
+class Numbered(Protocol):
+    """An entry of a log: a job's event, a topic's message."""
 
-    With `until_end`, the follower ends (`ended` turns True) once it has handed out the
-    terminal event, or an empty read finds the job gone or already ended at the cursor.
+    @property
+    def seq(self) -> int: ...
+
+    @property
+    def type(self) -> str: ...
+
+
+E = TypeVar("E", bound=Numbered)
+
+
+class EventLog(Protocol[E]):
+    async def read(self, key: str, after: int) -> tuple[list[E], int]:
+        """The entries of `key` past `after`, in order, and the cursor to go on from."""
+        ...
+
+    async def ended(self, key: str, cursor: int) -> bool:
+        """Whether nothing can come past `cursor` (a job gone, or ended at or before it)."""
+        ...
+
+
+class JobLog:
+    """A job's events, as the job store holds them."""
+
+    def __init__(self, store: JobStore) -> None:
+        self.store = store
+
+    async def read(self, job_id: str, after: int) -> tuple[list[Event], int]:
+        events = await self.store.events(job_id, after)
+        return events, events[-1].seq if events else after
+
+    async def ended(self, job_id: str, cursor: int) -> bool:
+        job = await self.store.get(job_id)
+        return job is None or (job.terminal and cursor >= job.seq)
+
+
+class Follow(Generic[E]):
+    """One reader's cursor on one log (a job's events, a topic's messages). A context
+    manager: it holds a hub watch (one waiter, counted in `Hub.waiting`) from `with` to
+    its end.
+
+    With `until_end`, the follower ends (`ended` turns True) once it has handed out a
+    terminal event, or an empty read finds the log ended at the cursor.
     """
 
-    __slots__ = ("_need_read", "_store", "_watch", "cursor", "ended", "job_id", "until_end")
+    __slots__ = ("_log", "_need_read", "_watch", "cursor", "ended", "key", "until_end")
 
     def __init__(
-        self, hub: Hub, store: JobStore, job_id: str, after: int, *, until_end: bool
+        self, hub: Hub, log: EventLog[E], key: str, after: int, *, until_end: bool
     ) -> None:
-        self.job_id = job_id
+        self.key = key
         self.cursor = after
-        """The seq of the last event handed out (or the caller's starting point)."""
+        """Where the reader is: the seq of the last entry handed out, or past entries the
+        log skipped for it (or the caller's starting point)."""
         self.until_end = until_end
         self.ended = False
-        self._store = store
-        self._watch: Watch = hub.watch(job_id)
+        self._log = log
+        self._watch: Watch = hub.watch(key)
         self._need_read = True
 
-    def __enter__(self) -> Follow:
+    def __enter__(self) -> Follow[E]:
         self._watch.__enter__()
         self._watch.arm()  # before the first read: anything stored after it wakes us
         return self
@@ -51,7 +94,7 @@ class Follow:
     def __exit__(self, *exc: object) -> None:
         self._watch.__exit__(*exc)
 
-    async def next(self, timeout: float) -> list[Event]:
+    async def next(self, timeout: float) -> list[E]:
         """The events past the cursor, in order, waiting up to `timeout` seconds for the
         first; [] when the time ran out (or the follower ended) with nothing new."""
         loop = asyncio.get_running_loop()
@@ -68,26 +111,25 @@ class Follow:
             fresh = self._watch.events_after(self.cursor)
             self._watch.arm()
             if fresh is not None:
-                return self._hand_out(fresh)
+                return self._hand_out(cast(list[E], fresh), fresh[-1].seq)
             self._need_read = True
         return []
 
-    async def read(self) -> list[Event]:
-        """The events stored past the cursor now, without waiting."""
-        events = await self._store.events(self.job_id, self.cursor)
-        if not events and self.until_end:
-            job = await self._store.get(self.job_id)
-            if job is None or (job.terminal and self.cursor >= job.seq):
-                self.ended = True  # purged, or the reader already has the end
-        self._need_read = False  # only once the store answered: an outage reads again
-        return self._hand_out(events)
+    async def read(self) -> list[E]:
+        """The entries the log holds past the cursor now, without waiting."""
+        events, cursor = await self._log.read(self.key, self.cursor)
+        if not events and self.until_end and await self._log.ended(self.key, self.cursor):
+            self.ended = True  # purged, or the reader already has the end
+        self._need_read = False  # only once the log answered: an outage reads again
+        return self._hand_out(events, cursor)
 
-    def _hand_out(self, events: list[Event]) -> list[Event]:
-        for i, event in enumerate(events):
-            if event.type in TERMINAL_EVENTS and self.until_end:
-                self.ended = True
-                events = events[: i + 1]
-                break
-        if events:
-            self.cursor = events[-1].seq
+    def _hand_out(self, events: list[E], cursor: int) -> list[E]:
+        if self.until_end:
+            for i, event in enumerate(events):
+                if event.type in TERMINAL_EVENTS:
+                    self.ended = True
+                    events = events[: i + 1]
+                    cursor = event.seq
+                    break
+        self.cursor = cursor
         return events

@@ -88,6 +88,19 @@ class Metrics:
         self.answers = RememberedCounter(
             "gateway_answers", "Answers consumed from workers, by outcome", ["outcome"], registry=r
         )
+        self.topic_messages = RememberedCounter(
+            "gateway_topic_messages",
+            "Messages read from topic streams, by family and outcome (delivered, invalid: "
+            "off its contract, malformed: not JSON, too_large)",
+            ["topic", "outcome"],
+            registry=r,
+        )
+        self.topic_published = RememberedCounter(
+            "gateway_topic_published",
+            "Messages published through the HTTP API (confirmed), by family",
+            ["topic"],
+            registry=r,
+        )
         self.publish_seconds = Histogram(
             "gateway_publish_seconds",
             "Time from publish to RabbitMQ's confirm",

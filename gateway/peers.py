@@ -20,7 +20,12 @@ import secrets
 
 import aio_pika
 import orjson
-from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMessage
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractConnection,
+    AbstractExchange,
+    AbstractIncomingMessage,
+)
 
 from gateway.hub import Hub
 from gateway.jobs import Event, Job
@@ -47,7 +52,9 @@ class PeerNotices:
             NOTICES_EXCHANGE, aio_pika.ExchangeType.FANOUT, durable=True
         )
 
-    async def attach_consumer(self, channel: AbstractChannel) -> None:
+    async def attach_consumer(
+        self, connection: AbstractConnection, channel: AbstractChannel
+    ) -> None:
         """This instance's queue of notices: a new exclusive one on every connection (the
         old one may have lived on a node that is gone)."""
         exchange = await channel.declare_exchange(

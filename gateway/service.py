@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import secrets
 import time
 from collections import OrderedDict
 
@@ -17,16 +18,18 @@ import orjson
 
 from gateway.answers import Outcome, dead_letter_outcome, interpret, oversized_outcome
 from gateway.auth import ANONYMOUS, Principal
-from gateway.broker import Answer, Broker
+from gateway.broker import Answer, Attachment, Broker
 from gateway.config import Settings
 from gateway.contracts import Contract, ContractRegistry
 from gateway.errors import Conflict, Forbidden, GatewayError, NotFound, ServiceUnavailable
-from gateway.follow import Follow
+from gateway.follow import Follow, JobLog
 from gateway.hub import Hub, Watch
 from gateway.jobs import Event, Job, error_body, new_job
 from gateway.metrics import Metrics
 from gateway.peers import PeerNotices
 from gateway.store import Created, JobStore
+from gateway.topic_contracts import TopicContract, TopicRegistry
+from gateway.topics import TopicLog, TopicMessage
 from gateway.trust import broker_user
 from gateway.types import JSON
 from gateway.wire import AnswerType, answer_type
@@ -58,6 +61,20 @@ class GatewayService:
             if share
             else None
         )
+        self.topics = TopicRegistry.from_directory(settings.topics_dir)
+        self.topic_hub = Hub()
+        """The doorbell of topic subscribers, by topic (a hub of its own: topics and job
+        ids are keys of different things)."""
+        self.topic_log = TopicLog(
+            self.topics,
+            self.topic_hub,
+            self.metrics,
+            max_bytes=settings.max_body_bytes,
+            ring=settings.topic_ring_messages,
+        )
+        attachments: list[Attachment] = [self.peers] if self.peers else []
+        if self.topics:
+            attachments.append(self.topic_log)
         self.broker = Broker(
             settings.broker_url,
             contracts,
@@ -66,13 +83,14 @@ class GatewayService:
             on_dead_letter=self.on_dead_letter,
             publish_timeout=settings.publish_timeout_seconds,
             stall_after=settings.stall_seconds,
-            attachments=[self.peers] if self.peers else [],
+            attachments=attachments,
         )
         self.metrics.watch(
             lambda: self.broker.ready,
             lambda: self.broker.problem is not None,
-            lambda: self.hub.waiting,
+            lambda: self.waiting,
         )
+        self._job_log = JobLog(store)
         self._sweeper: asyncio.Task[None] | None = None
         self.slot: int | None = None
         """This process's slot among those of one `gateway serve --workers N`
@@ -215,9 +233,14 @@ class GatewayService:
             raise NotFound(f"no job with id {job_id!r}", code="job_not_found")
         return job
 
+    @property
+    def waiting(self) -> int:
+        """Long-polls and streams held now, of jobs and topics."""
+        return self.hub.waiting + self.topic_hub.waiting
+
     def check_capacity(self) -> None:
         """Refuse one more waiter when the process holds as many as it may."""
-        if self.hub.waiting >= self.settings.max_waiters:
+        if self.waiting >= self.settings.max_waiters:
             raise ServiceUnavailable(
                 "too many requests are waiting on this gateway; retry shortly",
                 code="too_many_waiters",
@@ -253,12 +276,12 @@ class GatewayService:
             raise NotFound(f"no job with id {job_id!r}", code="job_not_found")
         return job
 
-    def follow(self, job_id: str, after: int, *, until_end: bool = False) -> Follow:
+    def follow(self, job_id: str, after: int, *, until_end: bool = False) -> Follow[Event]:
         """`with service.follow(job_id, after) as follow:` reads the job's events past
         `after` as they come (`await follow.next(timeout)`): the one way to follow a job,
         for streams (`until_end`: stop after its end) and long-polls alike. Access and
         capacity are the caller's to check first (`job`, `check_capacity`)."""
-        return Follow(self.hub, self.store, job_id, after, until_end=until_end)
+        return Follow(self.hub, self._job_log, job_id, after, until_end=until_end)
 
     async def wait_for_events(
         self, job_id: str, after: int, timeout: float, principal: Principal = ANONYMOUS
@@ -274,11 +297,29 @@ class GatewayService:
                 events = await follow.read()
             return events
 
+    # -- topics -----------------------------------------------------------------------------
+
+    async def publish(self, contract: TopicContract, topic: str, message: JSON) -> str:
+        """Publish a message (checked against `contract` by the caller) to `topic`; its
+        message id once RabbitMQ confirmed it."""
+        message_id = secrets.token_urlsafe(16)
+        await self.broker.publish_topic(topic, orjson.dumps(message), message_id)
+        self.metrics.topic_published.labels(contract.name).inc()
+        return message_id
+
+    async def subscribe(self, topic: str, after: int | None) -> Follow[TopicMessage]:
+        """`with await service.subscribe(topic, after) as follow:` reads the topic's
+        messages past `after` (None: those published from now on) as they come, as
+        `follow` reads a job's events. Capacity is the caller's to check first."""
+        if after is None:
+            after = await self.topic_log.position(topic)
+        return Follow(self.topic_hub, self.topic_log, topic, after, until_end=False)
+
     # -- cancelling -------------------------------------------------------------------------
 
     async def cancel(self, job_id: str, principal: Principal = ANONYMOUS) -> Job:
         """Cancel a job that has not ended; a finished job is left as it is (409)."""
-        if principal.job_id is not None:
+        if principal.is_token:
             raise Forbidden("a job token may read its job, not cancel it")
         if principal is not ANONYMOUS:
             await self.job(job_id, principal)

@@ -26,8 +26,12 @@ __all__ = [
     "NOTICES_EXCHANGE",
     "PROBE_ROUTING_KEY",
     "STORE_MARKER_QUEUE",
+    "STREAM_OFFSET_HEADER",
+    "TOPICS_EXCHANGE",
+    "TOPIC_MARKER_TYPE",
     "AnswerType",
     "answer_type",
+    "topic_stream",
 ]
 
 
@@ -85,3 +89,19 @@ STORE_MARKER_QUEUE = "gateway.store"
 """An empty queue whose arguments name the job store the virtual host belongs to."""
 PROBE_ROUTING_KEY = "gateway.probe"
 """Routes nowhere: RabbitMQ confirms and drops a probe, proving it takes publishes."""
+
+# -- topic streams ----------------------------------------------------------------------
+
+TOPICS_EXCHANGE = "gateway.topics"
+"""Topic exchange: a daemon publishes a topic's message here, the topic as routing key."""
+STREAM_OFFSET_HEADER = "x-stream-offset"
+"""RabbitMQ's: where a stream consumer starts, and each delivery's offset in the stream."""
+TOPIC_MARKER_TYPE = "gateway.marker"
+"""The AMQP `type` of the marker a gateway writes into a topic's stream before binding
+it, so that the stream's first offset (0) is never a message: `?after=0` means all."""
+
+
+def topic_stream(name: str) -> str:
+    """The stream queue of topic contract `name`, bound to `TOPICS_EXCHANGE` with `name`
+    and `name.#`."""
+    return f"gateway.topics.{name}"

@@ -97,6 +97,7 @@ async def polyglot_gateway(rabbit: RabbitNode, tmp: Path) -> AsyncIterator[Polyg
     settings = Settings(
         broker_url=broker_url,
         contracts_dir=ROOT / "schemas" / "ops",
+        topics_dir=ROOT / "schemas" / "topics",
         store_url=f"sqlite:///{tmp / 'store.sqlite3'}",
         cors_origins=(page_origin,),
         sse_ping_seconds=1.0,
@@ -107,7 +108,17 @@ async def polyglot_gateway(rabbit: RabbitNode, tmp: Path) -> AsyncIterator[Polyg
         auth_token = secrets.token_urlsafe(16)
         keys = tmp / "keys.json"
         keys.write_bytes(
-            orjson.dumps({"keys": [{"key": auth_token, "subject": "suite", "scopes": ["ops:*"]}]})
+            orjson.dumps(
+                {
+                    "keys": [
+                        {
+                            "key": auth_token,
+                            "subject": "suite",
+                            "scopes": ["ops:*", "topics:publish:*", "topics:subscribe:*"],
+                        }
+                    ]
+                }
+            )
         )
         auth_settings = replace(
             settings,

@@ -29,6 +29,7 @@ from gateway.wire import STORE_MARKER_QUEUE
 ROOT = Path(__file__).resolve().parent.parent
 BROKER_SCRIPT = ROOT / "deploy" / "rabbitmq-local.sh"
 EXAMPLE_CONTRACTS = ROOT / "schemas" / "ops"
+EXAMPLE_TOPICS = ROOT / "schemas" / "topics"
 
 
 def free_port() -> int:
@@ -135,11 +136,14 @@ class RabbitNode:
         self.ctl("-q", "set_disk_free_limit", "100000GB" if on else "50MB")
 
 
-def contracts_for_test(directory: Path, prefix: str) -> dict[str, str]:
-    """Copy the example contracts under `prefix.`-names; map example name -> test name."""
+def contracts_for_test(
+    directory: Path, prefix: str, examples: Path | None = None
+) -> dict[str, str]:
+    """Copy the example contracts (operations', or those of `examples`) under
+    `prefix.`-names; map example name -> test name."""
     directory.mkdir(parents=True, exist_ok=True)
     names = {}
-    for path in EXAMPLE_CONTRACTS.glob("*.json"):
+    for path in (examples or EXAMPLE_CONTRACTS).glob("*.json"):
         op = path.name.removesuffix(".json")
         names[op] = f"{prefix}.{op}"
         shutil.copy(path, directory / f"{prefix}.{op}.json")
@@ -156,6 +160,10 @@ class RunningGateway:
     url: str
     service: GatewayService
     ops: dict[str, str]
+
+    def topic(self, example_name: str) -> str:
+        """A topic contract's name in this gateway (example or test contract)."""
+        return self.ops[example_name]
 
     def op(self, example_name: str) -> str:
         return self.ops[example_name]
@@ -213,19 +221,30 @@ def make_settings(
     tmp: Path,
     broker_url: str,
     contracts: dict[str, dict[str, object]] | None = None,
+    *,
+    topics: dict[str, dict[str, object]] | None = None,
     **overrides: object,
 ) -> tuple[Settings, dict[str, str]]:
     """Settings for a test gateway with the example contracts, plus `contracts` (name ->
-    document), all under a fresh prefix; and the map from plain to prefixed names."""
+    document), all under a fresh prefix; and the map from plain to prefixed names. With
+    `topics` (name -> document; {} for none more), the example topic contracts too, and
+    these, under the same prefix (else no topics: each is a stream in the test node)."""
     prefix = "t" + secrets.token_hex(4)
     folder = tmp / "contracts"
     ops = contracts_for_test(folder, prefix)
     for name, document in (contracts or {}).items():
         ops[name] = f"{prefix}.{name}"
         add_contract(folder, ops[name], document)
+    topics_folder = tmp / "topics"
+    if topics is not None:
+        ops.update(contracts_for_test(topics_folder, prefix, EXAMPLE_TOPICS))
+        for name, document in topics.items():
+            ops[name] = f"{prefix}.{name}"
+            add_contract(topics_folder, ops[name], document)
     settings = Settings(
         broker_url=broker_url,
         contracts_dir=folder,
+        topics_dir=topics_folder,
         store_url=f"sqlite:///{tmp / 'store.sqlite3'}",
     )
     return replace(settings, **overrides), ops  # type: ignore[arg-type]

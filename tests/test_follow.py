@@ -9,7 +9,7 @@ import asyncio
 import pytest
 
 from gateway.errors import ServiceUnavailable
-from gateway.follow import Follow
+from gateway.follow import Follow, JobLog
 from gateway.hub import Hub
 from gateway.jobs import Event, new_job
 from gateway.store.memory import MemoryStore
@@ -40,7 +40,7 @@ async def test_a_stream_follows_notices_then_ends() -> None:
     hub, store = Hub(), CountingStore()
     job, first = new_job("op")
     await store.create(job, first, b"{}")
-    with Follow(hub, store, job.id, 0, until_end=True) as follow:
+    with Follow(hub, JobLog(store), job.id, 0, until_end=True) as follow:
         assert hub.waiting == 1
         assert [e.type for e in await follow.next(1)] == ["queued"]
         assert store.reads == 1
@@ -60,7 +60,7 @@ async def test_a_gap_reads_the_store_and_an_outage_is_retried() -> None:
     hub, store = Hub(), CountingStore()
     job, first = new_job("op")
     await store.create(job, first, b"{}")
-    with Follow(hub, store, job.id, 1, until_end=True) as follow:
+    with Follow(hub, JobLog(store), job.id, 1, until_end=True) as follow:
         assert await follow.next(0.01) == []
         await store.record(job.id, "started", None)  # stored, never notified: a lost notice
         await record(store, hub, job.id, "progress", {"n": 1})
@@ -79,10 +79,10 @@ async def test_the_end_already_seen_or_a_purged_job_ends_at_once() -> None:
     job, first = new_job("op")
     await store.create(job, first, b"{}")
     await store.record(job.id, "result", {"r": 1})
-    with Follow(hub, store, job.id, 2, until_end=True) as follow:
+    with Follow(hub, JobLog(store), job.id, 2, until_end=True) as follow:
         assert await asyncio.wait_for(follow.next(60), 1) == [] and follow.ended
-    with Follow(hub, store, "gone", 0, until_end=True) as follow:
+    with Follow(hub, JobLog(store), "gone", 0, until_end=True) as follow:
         assert await asyncio.wait_for(follow.next(60), 1) == [] and follow.ended
     # A long-poll (not until_end) just waits its time out.
-    with Follow(hub, store, job.id, 2, until_end=False) as follow:
+    with Follow(hub, JobLog(store), job.id, 2, until_end=False) as follow:
         assert await follow.next(0.05) == [] and not follow.ended

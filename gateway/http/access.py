@@ -12,7 +12,7 @@ from gateway.jobs import Job
 from gateway.limits import ClientLimits
 from gateway.types import JSONObject
 
-JOB_TOKEN_PARAM = "access_token"
+TOKEN_PARAM = "access_token"
 
 
 def authenticator_of(request: Request) -> Authenticator:
@@ -50,9 +50,10 @@ def address_key(host: str) -> str:
     return str(ipaddress.IPv6Network((address, 64), strict=False))
 
 
-async def caller(request: Request) -> Principal:
+async def caller(request: Request, *, topic_events: str | None = None) -> Principal:
     """Authenticate the request (401 if it must and cannot) and count it against its
-    client's rate (429). A job token in the query is honoured only on a job's GETs."""
+    client's rate (429). A token in the query is honoured only on a job's GETs (a job
+    token) and on the events of the topic `topic_events` names (a subscribe token)."""
     auth = authenticator_of(request)
     if not auth.enabled:
         principal = ANONYMOUS  # what `authenticate` says, without reading the request
@@ -60,8 +61,9 @@ async def caller(request: Request) -> Principal:
         job_id = request.path_params.get("job_id") if request.method == "GET" else None
         principal = await auth.authenticate(
             request.headers.get("authorization"),
-            request.query_params.get(JOB_TOKEN_PARAM),
+            request.query_params.get(TOKEN_PARAM),
             job_id,
+            topic_events,
         )
     limits = limits_of(request)
     if limits.rated:

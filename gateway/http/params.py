@@ -106,7 +106,14 @@ def deadline_seconds(request: Request) -> float | None:
 
 
 def resume_after(request: Request) -> int:
-    """Where an event stream resumes: `Last-Event-ID` (a reconnect) wins over `?after=`."""
+    """Where a job's event stream resumes: `Last-Event-ID` (a reconnect) wins over
+    `?after=`; from the start without either."""
+    resume = resume_point(request)
+    return 0 if resume is None else resume
+
+
+def resume_point(request: Request) -> int | None:
+    """`Last-Event-ID` (a reconnect), else `?after=`, else None."""
     raw = request.headers.get("last-event-id")
     if raw is not None and raw.strip():
         if not SEQ.match(raw.strip()):
@@ -114,4 +121,4 @@ def resume_after(request: Request) -> int:
                 f"Last-Event-ID must be an event number, not {raw!r}", code="invalid_parameter"
             )
         return int(raw)
-    return after_seq(request) or 0
+    return after_seq(request)

@@ -1,18 +1,22 @@
-"""`GET /v1/jobs/{id}/events` as Server-Sent Events.
+"""Server-Sent Events of a followed log: `GET /v1/jobs/{id}/events` and
+`GET /v1/topics/{topic}/events`.
 
 Replays what the client has not seen (after `Last-Event-ID`, or `?after=` on a first
-connect), then goes live, without a gap or a duplicate because both come from the stored,
-numbered log; ends after the terminal event. While idle it sends a heartbeat comment
-every `sse_ping_seconds`; the response (gateway/http/sse.py) drops a client too slow to
-take a frame within the send timeout, so nothing is buffered without bound. While the
-job store is out, the stream stays open (heartbeats) and reads it again every second: a
-client that reconnected instead would be refused with 503.
+connect), then goes live, without a gap or a duplicate because both come from one
+numbered log (the job store, a topic's stream); a job's ends after its terminal event.
+While idle it sends a heartbeat comment every `sse_ping_seconds`; the response
+(gateway/http/sse.py) drops a client too slow to take a frame within the send timeout,
+so nothing is buffered without bound. While the
+log is out (the job store, RabbitMQ for a topic's catch-up), the stream stays open
+(heartbeats) and reads it again every second: a client that reconnected instead would
+be refused with 503.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator
+from typing import Any
 
 import orjson
 from sse_starlette import ServerSentEvent
@@ -21,10 +25,19 @@ from starlette.responses import Response
 
 from gateway.auth import Principal
 from gateway.errors import ServiceUnavailable
+from gateway.follow import Follow, Numbered
 from gateway.http.sse import EventStreamResponse
-from gateway.jobs import Event
 from gateway.limits import ClientLimits, WaiterSlot
 from gateway.service import GatewayService
+from gateway.types import JSON
+
+
+class Framed(Numbered):
+    """What a stream sends: a job's event, a topic's message."""
+
+    @property
+    def data(self) -> JSON: ...
+
 
 PING = b": ping\n\n"
 STORE_RETRY_SECONDS = 1.0
@@ -34,12 +47,12 @@ def wants_event_stream(request: Request) -> bool:
     return "text/event-stream" in request.headers.get("accept", "")
 
 
-_last_encoded: tuple[Event, bytes] | None = None
+_last_encoded: tuple[Framed, bytes] | None = None
 
 
-def encode(event: Event) -> bytes:
-    """The event's frame. A fan-out hands one event object to every stream of its job:
-    it is encoded once, not once per stream."""
+def encode(event: Framed) -> bytes:
+    """The event's frame. A fan-out hands one event object to every stream of its job
+    (or topic): it is encoded once, not once per stream."""
     global _last_encoded
     last = _last_encoded
     if last is not None and last[0] is event:
@@ -52,16 +65,16 @@ def encode(event: Event) -> bytes:
 
 
 async def frames(
-    service: GatewayService, job_id: str, after: int, slot: WaiterSlot
+    follow: Follow[Any], comment: str, service: GatewayService, slot: WaiterSlot
 ) -> AsyncGenerator[bytes, None]:
     settings = service.settings
-    yield ServerSentEvent(comment="stream of job " + job_id, retry=settings.sse_retry_ms).encode()
-    with slot, service.follow(job_id, after, until_end=True) as follow:
+    yield ServerSentEvent(comment=comment, retry=settings.sse_retry_ms).encode()
+    with slot, follow:
         while not follow.ended:
             try:
                 events = await follow.next(settings.sse_ping_seconds)
             except ServiceUnavailable:
-                # The store is out: hold the stream open (a client that reconnected
+                # The log is out: hold the stream open (a client that reconnected
                 # now would get a 503) and read again shortly.
                 yield PING
                 await asyncio.sleep(STORE_RETRY_SECONDS)
@@ -72,6 +85,24 @@ async def frames(
                 yield encode(event)
 
 
+def stream_response(
+    service: GatewayService,
+    follow: Follow[Any],
+    comment: str,
+    limits: ClientLimits,
+    client: str,
+) -> Response:
+    """The stream of what `follow` reads, holding a waiter slot of `client`'s."""
+    service.check_capacity()
+    # Refused now, while a JSON error can still be sent; the stream holds the slot once it
+    # runs, without a second check (a share that shrank meanwhile must not cut it).
+    slot = limits.waiting(client)
+    return EventStreamResponse(
+        frames(follow, comment, service, slot),
+        send_timeout=service.settings.sse_send_timeout_seconds,
+    )
+
+
 async def event_stream(
     service: GatewayService,
     job_id: str,
@@ -80,16 +111,11 @@ async def event_stream(
     limits: ClientLimits,
     client: str,
 ) -> Response:
+    """A job's events."""
     job = await service.job(job_id, principal)  # a 404 must come before the 200 of a stream
     if job.terminal and after >= job.seq:
         # The client has the end already (an EventSource reconnecting after the terminal
         # event): 204 is what tells a browser to stop reconnecting.
         return Response(status_code=204)
-    service.check_capacity()
-    # Refused now, while a JSON error can still be sent; the stream holds the slot once it
-    # runs, without a second check (a share that shrank meanwhile must not cut it).
-    slot = limits.waiting(client)
-    return EventStreamResponse(
-        frames(service, job_id, after, slot),
-        send_timeout=service.settings.sse_send_timeout_seconds,
-    )
+    follow = service.follow(job_id, after, until_end=True)
+    return stream_response(service, follow, "stream of job " + job_id, limits, client)
