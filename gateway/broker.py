@@ -68,6 +68,7 @@ from gateway.wire import (
     HEADER_LEASE_SECONDS,
     PROBE_ROUTING_KEY,
     STORE_MARKER_QUEUE,
+    TOPIC_MARKER_TYPE,
     TOPICS_EXCHANGE,
 )
 
@@ -570,6 +571,29 @@ class Broker:
                 exchange=TOPICS_EXCHANGE,
             ),
             what=f"the message for topic {topic}",
+        )
+
+    async def publish_marker(self, stream: str, message_id: str) -> None:
+        """Write a marker (`TOPIC_MARKER_TYPE`) into a topic's stream, confirmed: what
+        was confirmed before it has a lower offset (gateway/topics.py)."""
+        self.check_publishable()
+        publisher = self._publisher
+        if publisher is None:
+            raise ServiceUnavailable(
+                "the message broker is not reachable", code="broker_unavailable"
+            )
+        properties = Basic.Properties(
+            message_id=message_id,
+            message_type=TOPIC_MARKER_TYPE,
+            user_id=self.user,
+            delivery_mode=NOT_PERSISTENT,
+            priority=0,
+        )
+        await self._confirmed(
+            publisher.publish(
+                b"", stream, properties, mandatory=True, timeout=self.stall.overdue_after
+            ),
+            what=f"a marker for {stream}",
         )
 
     async def publish_cancel(self, job_id: str, op: str) -> None:

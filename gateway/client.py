@@ -10,6 +10,15 @@ Jobs are plain dicts (the job resource). HTTP errors raise `RequestRefused` (wit
 `status`, `code`, `details`, `retry_after`); a job that ends without a result raises
 `JobUnsuccessful` from `call`. `events()` reconnects by itself, with backoff, and raises
 `GatewayUnreachable` once the gateway has been unreachable for `reconnect_timeout` seconds.
+
+Topic streams: `publish(topic, message)` sends a message to every subscriber of the topic;
+`subscribe(topic, after=...)` yields `TopicMessage`s as they are published (SSE), and
+resumes a dropped stream as `events()` does, without missing or repeating a message:
+
+    with Client("http://127.0.0.1:8000") as gw:
+        gw.publish("chat.room.42", {"from": "ann", "text": "hi"})
+        for message in gw.subscribe("chat.room.42", after=0):  # everything retained
+            print(message.seq, message.data)
 """
 
 from __future__ import annotations
@@ -17,9 +26,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncGenerator, Callable, Iterator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
+from urllib.parse import quote
 
 import anyio.from_thread
 import httpx
@@ -34,7 +44,7 @@ from tenacity import (
     wait_random,
 )
 
-from gateway._sse import SSEParser
+from gateway._sse import SSEEvent, SSEParser
 from gateway.contracts import validation_details
 from gateway.types import JSON, JSONObject
 
@@ -45,6 +55,7 @@ __all__ = [
     "JobEvent",
     "JobUnsuccessful",
     "RequestRefused",
+    "TopicMessage",
 ]
 
 # Their old names: each also named a server class (gateway.errors,
@@ -108,6 +119,7 @@ class GatewayUnreachable(ConnectionError):
 
 
 JobJSON = dict[str, Any]
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +130,23 @@ class JobEvent:
     seq: int
     type: str
     data: JSON
+
+
+@dataclass(frozen=True, slots=True)
+class TopicMessage:
+    """One message of a topic stream, as `subscribe()` yields it: `seq` is its position
+    in the topic's stream (strictly increasing, not contiguous: resume after it with
+    `subscribe(topic, after=seq)`), `topic` the topic subscribed to, `data` the message."""
+
+    seq: int
+    topic: str
+    data: JSON
+
+
+def _topic_path(topic: str) -> str:
+    """`/v1/topics/<topic>`; a malformed topic stays one path segment (the gateway
+    answers it with 400 `invalid_topic`)."""
+    return "/v1/topics/" + quote(topic, safe="")
 
 
 def _raise_for_error(response: httpx.Response) -> None:
@@ -170,6 +199,8 @@ class AsyncClient:
             transport=transport,
         )
         self._validators: dict[str, Draft7Validator] = {}
+        # Topic -> the validator of its contract's `message` (`publish(validate=True)`).
+        self._topic_validators: dict[str, Draft7Validator] = {}
         # Job id -> the job token to read it with (`?access_token=`, see SECURITY.md).
         self._job_tokens: dict[str, str] = {}
 
@@ -212,17 +243,37 @@ class AsyncClient:
 
     async def check(self, op: str, body: JSON) -> None:
         """Validate `body` against the operation's request schema, as the gateway would."""
-        validator = self._validators.get(op)
+        await self._refuse_invalid(
+            self._validators,
+            op,
+            self.contract,
+            "request",
+            body,
+            f"request does not match the contract of {op}",
+        )
+
+    async def _refuse_invalid(
+        self,
+        validators: dict[str, Draft7Validator],
+        name: str,
+        fetch: Callable[[str], Awaitable[JSONObject]],
+        definition: str,
+        body: JSON,
+        refusal: str,
+    ) -> None:
+        """Raise the gateway's 422 (`invalid_request`, with its details; the message
+        begins with `refusal`) if `body` does not match `definition` of the contract
+        `fetch(name)` serves, fetched once per `name` and kept in `validators`."""
+        validator = validators.get(name)
         if validator is None:
-            document = await self.contract(op)
-            validator = local_validator(document)
-            self._validators[op] = validator
+            validator = local_validator(await fetch(name), definition)
+            validators[name] = validator
         if not validator.is_valid(body):
             details = validation_details(validator.iter_errors(body))
             raise RequestRefused(
                 422,
                 "invalid_request",
-                f"request does not match the contract of {op}: {details[0]['message']}",
+                f"{refusal}: {details[0]['message']}",
                 details,
             )
 
@@ -325,44 +376,185 @@ class AsyncClient:
         `job_token`: as for `job()`."""
         if job_token is not None:
             self._job_tokens[job_id] = job_token
+
+        async def ended(cursor: int | None) -> bool:
+            # The server ended the stream without a terminal event we saw: the job ended
+            # before `after`, or was purged. Ask once more; stop if it is over.
+            with contextlib.suppress(httpx.TransportError):
+                job = await self.job(job_id)
+                return job["status"] in TERMINAL and job["seq"] <= (cursor or 0)
+            return False
+
+        stream = self._follow(
+            f"/v1/jobs/{job_id}/events",
+            after=after,
+            query=lambda: self._token_query(job_id),
+            ended=ended,
+        )
+        async with contextlib.aclosing(stream):
+            async for sse in stream:
+                event = JobEvent(int(sse.id), sse.event, orjson.loads(sse.data))
+                yield event
+                if event.type in TERMINAL_EVENTS:
+                    return
+
+    # -- topics ------------------------------------------------------------------------
+
+    async def topics(self) -> list[JSONObject]:
+        """The topic contracts the gateway serves (`name`, `description`, `href`,
+        `events`, `settings`)."""
+        body = await self._get("/v1/topics")
+        topics: list[JSONObject] = body["topics"]
+        return topics
+
+    async def topic_contract(self, topic: str) -> JSONObject:
+        """The contract document that applies to `topic` (a contract name or a key below
+        one, e.g. `chat.room.42`); its `definitions.message` is every message's schema."""
+        contract: JSONObject = await self._get(_topic_path(topic))
+        return contract
+
+    async def check_message(self, topic: str, message: JSON) -> None:
+        """Validate `message` against the contract of `topic`, as the gateway would: raise
+        `RequestRefused(422, "invalid_request", ..., details)` with the gateway's details.
+        The contract is fetched once per topic, then cached."""
+        await self._refuse_invalid(
+            self._topic_validators,
+            topic,
+            self.topic_contract,
+            "message",
+            message,
+            f"message does not match the contract of topic {topic}",
+        )
+
+    async def publish(
+        self, topic: str, message: JSON, *, validate: bool | None = None
+    ) -> JSONObject:
+        """Publish `message` to `topic`; the gateway's 202 body (`topic`, `message_id`),
+        once RabbitMQ has confirmed it. `validate`: check the message against the topic's
+        contract first (`check_message`) and refuse it locally, sending nothing; default:
+        the client's `validate`."""
+        if self.validate if validate is None else validate:
+            await self.check_message(topic, message)
+        response = await self._http.post(
+            _topic_path(topic),
+            content=orjson.dumps(message),
+            headers={"Content-Type": "application/json"},
+        )
+        _raise_for_error(response)
+        accepted: JSONObject = response.json()
+        return accepted
+
+    async def subscribe(
+        self, topic: str, *, after: int | None = None, token: str | None = None
+    ) -> AsyncGenerator[TopicMessage, None]:
+        """The topic's messages as they are published (SSE), in order. `after`: resume
+        after that `seq` (0: every message the topic retains); None: from the next message
+        published (where that is, is read at the first step with one long-poll request,
+        so a stream lost before any message came resumes from there). A contract name
+        (`chat.room`) gives every key of its family, a key (`chat.room.42`) that key only.
+        Never ends by itself: break out of the loop. A dropped connection is resumed with
+        Last-Event-ID (nothing missed or repeated), with the backoff and
+        `reconnect_timeout` of `events()`. `token`: a subscribe token (`topic_token()`)
+        to read with, as `?access_token=`. An unknown topic raises `RequestRefused` (404
+        `unknown_topic`) at the first step."""
+        path = f"{_topic_path(topic)}/events"
+        query = {"access_token": token} if token is not None else {}
+        if after is None:
+            # Fix where "from the next message" is now (a long-poll read without `after`
+            # says it: `next`), so that a connection lost before the first message also
+            # resumes from there, missing nothing.
+            page = await self._retrying(lambda: self._get(path, **query))
+            for found in page["events"]:
+                if found["type"] == "message":
+                    yield TopicMessage(int(found["seq"]), topic, found["data"])
+            after = int(page["next"])
+        # The first position; once a message came, Last-Event-ID (which wins) resumes.
+        query["after"] = str(after)
+        stream = self._follow(path, after=after, query=lambda: query)
+        async with contextlib.aclosing(stream):
+            async for sse in stream:
+                if sse.event == "message":
+                    yield TopicMessage(int(sse.id), topic, orjson.loads(sse.data))
+
+    async def topic_token(self, topic: str) -> JSONObject:
+        """A short-lived subscribe token for `topic` (needs the subscribe scope): `token`,
+        `topic`, `expires_at` (epoch seconds), and `events`, the URL of the topic's events
+        with the token in it, for a browser's `EventSource`."""
+        response = await self._http.post(f"{_topic_path(topic)}/tokens")
+        _raise_for_error(response)
+        token: JSONObject = response.json()
+        return token
+
+    # -- event streams -----------------------------------------------------------------
+
+    async def _follow(
+        self,
+        path: str,
+        *,
+        after: int | None,
+        query: Callable[[], dict[str, str]],
+        ended: Callable[[int | None], Awaitable[bool]] | None = None,
+    ) -> AsyncGenerator[SSEEvent, None]:
+        """The SSE stream at `path` (events past `after`; None: the server's default
+        start), kept open: a connection that drops is reopened with Last-Event-ID = the
+        last event's id, and an event seen already is skipped, so each is yielded once.
+        When the server ends the stream itself, `ended(last id)` says whether that is the
+        end (None: never; reconnect). `query`: the query string of each (re)connection."""
         cursor = after
         while True:
-            response = await self._open_stream(job_id, cursor)
+            response = await self._open_stream(path, cursor, query())
+            fresh = False
             try:
                 parser = SSEParser()
                 async for chunk in response.aiter_text():
                     for sse in parser.feed(chunk):
-                        event = JobEvent(int(sse.id), sse.event, orjson.loads(sse.data))
-                        if event.seq <= cursor:
+                        seq = int(sse.id)
+                        if cursor is not None and seq <= cursor:
                             continue
-                        cursor = event.seq
-                        yield event
-                        if event.type in TERMINAL_EVENTS:
-                            return
+                        cursor, fresh = seq, True
+                        yield sse
             except httpx.TransportError:
                 continue  # dropped mid-stream: reconnect, resuming from `cursor`
             finally:
                 await response.aclose()
-            # The server ended the stream without a terminal event we saw: the job
-            # ended before `after`, or was purged. Ask once more, then stop.
-            with contextlib.suppress(httpx.TransportError):
-                job = await self.job(job_id)
-                if job["status"] in TERMINAL and job["seq"] <= cursor:
-                    return
+            if ended is not None and await ended(cursor):
+                return
+            if not fresh:
+                # Ended cleanly with nothing new (e.g. a restarting gateway): do not
+                # hammer it with reconnects.
+                await asyncio.sleep(RECONNECT_FIRST_WAIT)
 
-    async def _open_stream(self, job_id: str, cursor: int) -> httpx.Response:
-        """The job's event stream from past `cursor`, once the gateway answers 2xx; retried
-        with backoff for up to `reconnect_timeout` seconds (see `events`)."""
+    async def _open_stream(
+        self, path: str, cursor: int | None, query: dict[str, str]
+    ) -> httpx.Response:
+        """The event stream at `path` from past `cursor`, once the gateway answers 2xx;
+        retried with backoff for up to `reconnect_timeout` seconds (see `events`)."""
         headers = {"Accept": "text/event-stream"}
         if cursor:
             headers["Last-Event-ID"] = str(cursor)
         request = self._http.build_request(
             "GET",
-            f"/v1/jobs/{job_id}/events",
+            path,
             headers=headers,
-            params=self._token_query(job_id),
+            params=query,
             timeout=httpx.Timeout(self._http.timeout.connect, read=None),
         )
+
+        async def send() -> httpx.Response:
+            response = await self._http.send(request, stream=True)
+            if not response.is_success:
+                await response.aread()
+                await response.aclose()
+                _raise_for_error(response)
+            return response
+
+        return await self._retrying(send)
+
+    async def _retrying(self, attempt: Callable[[], Awaitable[_T]]) -> _T:
+        """`attempt()`, retried while the gateway cannot be reached or answers "come back
+        soon" (429/502/503/504), backing off exponentially (0.5 s doubling to 10 s, plus
+        jitter), for up to `reconnect_timeout` seconds; then `GatewayUnreachable` (or that
+        last `RequestRefused`). Any other error is raised at once."""
         retrying = AsyncRetrying(
             stop=stop_before_delay(self.reconnect_timeout),
             wait=wait_exponential(multiplier=RECONNECT_FIRST_WAIT, max=RECONNECT_MAX_WAIT)
@@ -371,13 +563,9 @@ class AsyncClient:
         )
         started = time.monotonic()
         try:
-            async for attempt in retrying:
-                with attempt:
-                    response = await self._http.send(request, stream=True)
-                    if not response.is_success:
-                        await response.aread()
-                        await response.aclose()
-                        _raise_for_error(response)
+            async for trying in retrying:
+                with trying:
+                    result = await attempt()
         except RetryError as gave_up:
             last = gave_up.last_attempt.exception()
             if isinstance(last, httpx.TransportError):
@@ -385,7 +573,7 @@ class AsyncClient:
                 raise GatewayUnreachable(str(self._http.base_url), seconds, last) from last
             assert last is not None
             raise last from None
-        return response
+        return result
 
 
 class Client:
@@ -426,8 +614,37 @@ class Client:
 
     def events(
         self, job_id: str, *, after: int = 0, job_token: str | None = None
-    ) -> Iterator[JobEvent]:
-        stream = self._async.events(job_id, after=after, job_token=job_token)
+    ) -> Generator[JobEvent, None, None]:
+        """See `AsyncClient.events`."""
+        return self._iterate(self._async.events(job_id, after=after, job_token=job_token))
+
+    def topics(self) -> list[JSONObject]:
+        return self._portal.call(self._async.topics)
+
+    def topic_contract(self, topic: str) -> JSONObject:
+        return self._portal.call(self._async.topic_contract, topic)
+
+    def check_message(self, topic: str, message: JSON) -> None:
+        """See `AsyncClient.check_message`."""
+        self._portal.call(self._async.check_message, topic, message)
+
+    def publish(self, topic: str, message: JSON, *, validate: bool | None = None) -> JSONObject:
+        """See `AsyncClient.publish`."""
+        return self._portal.call(lambda: self._async.publish(topic, message, validate=validate))
+
+    def subscribe(
+        self, topic: str, *, after: int | None = None, token: str | None = None
+    ) -> Generator[TopicMessage, None, None]:
+        """See `AsyncClient.subscribe`: never ends by itself; break out of the loop (the
+        stream is closed when the generator is closed, `.close()`, or collected)."""
+        return self._iterate(self._async.subscribe(topic, after=after, token=token))
+
+    def topic_token(self, topic: str) -> JSONObject:
+        """See `AsyncClient.topic_token`."""
+        return self._portal.call(self._async.topic_token, topic)
+
+    def _iterate(self, stream: AsyncGenerator[_T, None]) -> Generator[_T, None, None]:
+        """`stream`, run on the client's event loop, as a blocking iterator."""
         try:
             while True:
                 try:

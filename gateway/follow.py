@@ -38,8 +38,9 @@ E = TypeVar("E", bound=Numbered)
 
 
 class EventLog(Protocol[E]):
-    async def read(self, key: str, after: int) -> tuple[list[E], int]:
-        """The entries of `key` past `after`, in order, and the cursor to go on from."""
+    async def read(self, key: str, after: int) -> tuple[list[E], int, bool]:
+        """The entries of `key` past `after`, in order; the cursor to go on from; and
+        whether that was all there is now (else the follower reads again at once)."""
         ...
 
     async def ended(self, key: str, cursor: int) -> bool:
@@ -53,9 +54,9 @@ class JobLog:
     def __init__(self, store: JobStore) -> None:
         self.store = store
 
-    async def read(self, job_id: str, after: int) -> tuple[list[Event], int]:
+    async def read(self, job_id: str, after: int) -> tuple[list[Event], int, bool]:
         events = await self.store.events(job_id, after)
-        return events, events[-1].seq if events else after
+        return events, events[-1].seq if events else after, True
 
     async def ended(self, job_id: str, cursor: int) -> bool:
         job = await self.store.get(job_id)
@@ -104,6 +105,10 @@ class Follow(Generic[E]):
                 events = await self.read()
                 if events or self.ended:
                     return events
+                if self._need_read:  # a part read, with nothing for this reader: go on
+                    if loop.time() >= deadline:
+                        return []
+                    continue
             remaining = deadline - loop.time()
             if remaining <= 0 or not await self._watch.sleep(remaining):
                 return []
@@ -117,10 +122,11 @@ class Follow(Generic[E]):
 
     async def read(self) -> list[E]:
         """The entries the log holds past the cursor now, without waiting."""
-        events, cursor = await self._log.read(self.key, self.cursor)
+        events, cursor, complete = await self._log.read(self.key, self.cursor)
         if not events and self.until_end and await self._log.ended(self.key, self.cursor):
             self.ended = True  # purged, or the reader already has the end
-        self._need_read = False  # only once the log answered: an outage reads again
+        # Only once the log answered (an outage reads again), and all it has was read.
+        self._need_read = not complete
         return self._hand_out(events, cursor)
 
     def _hand_out(self, events: list[E], cursor: int) -> list[E]:

@@ -71,6 +71,9 @@ class GatewayService:
             self.metrics,
             max_bytes=settings.max_body_bytes,
             ring=settings.topic_ring_messages,
+            publish_marker=lambda stream, message_id: self.broker.publish_marker(
+                stream, message_id
+            ),
         )
         attachments: list[Attachment] = [self.peers] if self.peers else []
         if self.topics:

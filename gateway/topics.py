@@ -28,9 +28,9 @@ import logging
 import secrets
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import aio_pika
 import aiormq
@@ -65,12 +65,17 @@ CATCH_UP_BATCH = 500
 CATCH_UP_QUIET_SECONDS = 5.0
 """A catch-up consumer that delivers nothing for this long has reached the stream's end
 (retention dropped what it was after): its subscriber goes on from the ring."""
+CATCH_UP_PAUSE_SECONDS = 0.1
+"""A catch-up consumer that has messages in hand and gets no more for this long hands
+them out (the stream delivers chunk by chunk; the next read goes on from there)."""
 CATCH_UP_KEPT_SECONDS = 10.0
 """A catch-up consumer waits this long for its subscriber's next read, then closes."""
 MAX_CATCH_UPS = 32
 """Catch-up consumers one process runs at once; more subscribers wait their turn."""
 START_WAIT_SECONDS = 5.0
 """How long a subscriber waits for its feed to start (the broker link coming up)."""
+MARKER_WAIT_SECONDS = 2.0
+"""How long a subscriber with no `after` waits for the marker that says where "now" is."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +127,9 @@ class TopicFeed:
         self.ring_floor = -1
         self.last = -1
         self.started = asyncio.Event()
+        self.markers: dict[str, asyncio.Future[int]] = {}
+        """Markers written to find where the stream stands, by message id: their offset
+        once the feed has seen them."""
         self.on_message: Callable[[TopicMessage], None] = lambda message: None
         """Called with each new valid message, once it is in the ring."""
 
@@ -131,15 +139,19 @@ class TopicFeed:
         written, so the first delivery comes at once)."""
         return self.last + 1 if self.started.is_set() else "last"
 
-    def take(self, offset: int, message: TopicMessage | None) -> None:
+    def take(self, offset: int, message: TopicMessage | None, marker: str | None = None) -> None:
         """A delivery of the live consumer: `message` if it is a valid message of this
-        family, else None (a marker, a message off its contract)."""
+        family, else None (a marker, with its message id; a message off its contract)."""
         if offset <= self.last:
             return  # a redelivery after a reconnect, or the chunk's head before it
         if not self.started.is_set():
             self.ring_floor = offset - 1
             self.started.set()
         self.last = offset
+        if marker is not None:
+            found = self.markers.pop(marker, None)
+            if found is not None and not found.done():
+                found.set_result(offset)
         if message is None:
             return
         self.ring.append(message)
@@ -255,12 +267,16 @@ class CatchUp:
         last_tag = None
         try:
             while len(found) < CATCH_UP_BATCH:
-                if found and self._deliveries.empty():
-                    break  # hand out what is here; the rest comes with the next read
                 try:
-                    async with asyncio.timeout(CATCH_UP_QUIET_SECONDS):
+                    # Deliveries come chunk by chunk: a pause with some in hand hands
+                    # them out (the next read goes on); a long silence is the end.
+                    async with asyncio.timeout(
+                        CATCH_UP_PAUSE_SECONDS if found else CATCH_UP_QUIET_SECONDS
+                    ):
                         delivery = await self._deliveries.get()
                 except TimeoutError:
+                    if found:
+                        break
                     # Nothing more in the stream: what it was after is gone (retention).
                     self.after = max(self.after, feed.ring_floor)
                     self.done = True
@@ -305,8 +321,11 @@ class TopicLog:
         *,
         max_bytes: int,
         ring: int,
+        publish_marker: Callable[[str, str], Awaitable[None]],
     ) -> None:
         self.registry = registry
+        self.publish_marker = publish_marker
+        """Writes a marker (message id) into a stream, confirmed (`Broker.publish_marker`)."""
         self.hub = hub
         self.metrics = metrics
         check = MessageCheck(metrics, max_bytes)
@@ -319,7 +338,9 @@ class TopicLog:
         self._kept: dict[tuple[str, int], CatchUp] = {}
         """Catch-ups between reads, by family and the offset they stopped at."""
         self._slots = asyncio.Semaphore(MAX_CATCH_UPS)
-        self._closing: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._next_marker: dict[str, asyncio.Future[int]] = {}
+        """Per family, the marker not yet written, which subscribers arriving now share."""
 
     def _ring(self, family: str, message: TopicMessage) -> None:
         """A new message: wake its key's subscribers, and its family's."""
@@ -346,18 +367,48 @@ class TopicLog:
             ) from None
 
     async def position(self, subscription: str) -> int:
-        """Where a subscriber that gave no `after` starts: past every message there now."""
+        """Where a subscriber that gave no `after` starts: past every message published
+        (confirmed) before it asked. The feed may not have seen all of those yet, so a
+        marker is written into the stream and its offset is the answer; subscribers who
+        arrive before it is written share it. If RabbitMQ cannot take it (an alarm), the
+        feed's own position, which may be a moment behind."""
         feed = self._feed(subscription)
         await self._started(feed)
-        return feed.last
+        name = feed.contract.name
+        marker = self._next_marker.get(name)
+        if marker is None:
+            marker = self._next_marker[name] = asyncio.get_running_loop().create_future()
+            self._spawn(self._write_marker(feed, marker))
+        try:
+            async with asyncio.timeout(MARKER_WAIT_SECONDS):
+                return await asyncio.shield(marker)
+        except (TimeoutError, ServiceUnavailable):
+            return feed.last
 
-    async def read(self, subscription: str, after: int) -> tuple[list[TopicMessage], int]:
-        """The messages for `subscription` past `after`, and the cursor to go on from
-        (past the messages of other keys it skipped, too)."""
+    async def _write_marker(self, feed: TopicFeed, marker: asyncio.Future[int]) -> None:
+        name = feed.contract.name
+        if self._next_marker.get(name) is marker:
+            del self._next_marker[name]  # written from now on: later arrivals need another
+        message_id = secrets.token_hex(8)
+        feed.markers[message_id] = marker
+        try:
+            await self.publish_marker(topic_stream(name), message_id)
+            # Seen by the feed at once, normally; if never (a reconnect), let it go.
+            asyncio.get_running_loop().call_later(60, feed.markers.pop, message_id, None)
+        except Exception as exc:
+            feed.markers.pop(message_id, None)
+            if not marker.done():
+                marker.set_exception(exc)
+            marker.exception()  # retrieved: its waiters may have given up already
+
+    async def read(self, subscription: str, after: int) -> tuple[list[TopicMessage], int, bool]:
+        """The messages for `subscription` past `after`; the cursor to go on from (past
+        the messages of other keys it skipped, too); whether that was all (a catch-up
+        hands out a batch: the rest is read at once)."""
         feed = self._feed(subscription)
         await self._started(feed)
         if after >= feed.ring_floor:
-            return feed.since(subscription, after), max(after, feed.last)
+            return feed.since(subscription, after), max(after, feed.last), True
         key = (feed.contract.name, after)
         reading = self._reading.get(key)
         if reading is None:
@@ -365,7 +416,8 @@ class TopicLog:
             reading.add_done_callback(lambda _: self._reading.pop(key, None))
         # Shielded: the others reading along go on if this subscriber leaves.
         found, cursor = await asyncio.shield(reading)
-        return [m for m in found if subscribed(subscription, feed.contract, m.topic)], cursor
+        mine = [m for m in found if subscribed(subscription, feed.contract, m.topic)]
+        return mine, cursor, False
 
     async def ended(self, subscription: str, cursor: int) -> bool:
         return False  # a topic has no end
@@ -420,9 +472,12 @@ class TopicLog:
             self._close_soon(catch_up)
 
     def _close_soon(self, catch_up: CatchUp) -> None:
-        task = asyncio.ensure_future(self._close(catch_up))
-        self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
+        self._spawn(self._close(catch_up))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)  # held, so none is collected early
+        task.add_done_callback(self._tasks.discard)
 
     async def _close(self, catch_up: CatchUp) -> None:
         try:
@@ -484,12 +539,13 @@ class TopicLog:
             assert tag is not None
             offset = _offset(delivery)
             if offset is not None and offset > feed.last:
-                message = (
-                    feed.check(feed.contract, delivery, offset)
-                    if _ours(feed.registry, feed.contract, delivery)
-                    else None
-                )
-                feed.take(offset, message)
+                properties = delivery.header.properties
+                if properties.message_type == TOPIC_MARKER_TYPE:
+                    feed.take(offset, None, properties.message_id)
+                elif _ours(feed.registry, feed.contract, delivery):
+                    feed.take(offset, feed.check(feed.contract, delivery, offset))
+                else:
+                    feed.take(offset, None)
             acks.opened(tag)
             acks.handled(tag)  # acks only pace a stream's deliveries: nothing to settle
 

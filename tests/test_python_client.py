@@ -31,6 +31,7 @@ def test_public_api_is_what_all_says() -> None:
         "JobEvent",
         "JobUnsuccessful",
         "RequestRefused",
+        "TopicMessage",
     ]
     for name in gateway.client.__all__:
         assert hasattr(gateway.client, name)

@@ -65,10 +65,19 @@ def encode(event: Framed) -> bytes:
 
 
 async def frames(
-    follow: Follow[Any], comment: str, service: GatewayService, slot: WaiterSlot
+    follow: Follow[Any],
+    comment: str,
+    service: GatewayService,
+    slot: WaiterSlot,
+    *,
+    tell_position: bool,
 ) -> AsyncGenerator[bytes, None]:
     settings = service.settings
     yield ServerSentEvent(comment=comment, retry=settings.sse_retry_ms).encode()
+    if tell_position:
+        # An id with no data: no event, but the client's Last-Event-ID from here on, so
+        # one that drops before the first message resumes from where it started.
+        yield b"id: %d\n\n" % follow.cursor
     with slot, follow:
         while not follow.ended:
             try:
@@ -91,14 +100,17 @@ def stream_response(
     comment: str,
     limits: ClientLimits,
     client: str,
+    *,
+    tell_position: bool = False,
 ) -> Response:
-    """The stream of what `follow` reads, holding a waiter slot of `client`'s."""
+    """The stream of what `follow` reads, holding a waiter slot of `client`'s;
+    `tell_position`: first, the id to resume from (where the stream starts)."""
     service.check_capacity()
     # Refused now, while a JSON error can still be sent; the stream holds the slot once it
     # runs, without a second check (a share that shrank meanwhile must not cut it).
     slot = limits.waiting(client)
     return EventStreamResponse(
-        frames(follow, comment, service, slot),
+        frames(follow, comment, service, slot, tell_position=tell_position),
         send_timeout=service.settings.sse_send_timeout_seconds,
     )
 

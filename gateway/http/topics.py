@@ -65,7 +65,9 @@ async def get_events(request: Request) -> Response:
     if wants_event_stream(request):
         service.check_capacity()
         follow = await service.subscribe(topic, resume_point(request))
-        return stream_response(service, follow, "stream of topic " + topic, limits, client)
+        return stream_response(
+            service, follow, "stream of topic " + topic, limits, client, tell_position=True
+        )
     wait = wait_seconds(request, service.settings.max_wait_seconds) or 0.0
     if wait:
         service.check_capacity()
