@@ -9,6 +9,7 @@ import orjson
 
 from gateway import __version__
 from gateway.contracts import Contract, ContractRegistry
+from gateway.topic_contracts import TopicRegistry
 from gateway.types import JSON, JSONObject
 
 WIRE_SCHEMAS = Path(__file__).resolve().parent.parent / "schemas" / "wire"
@@ -101,7 +102,95 @@ def _submit(contract: Contract) -> JSONObject:
     }
 
 
-def build_openapi(contracts: ContractRegistry) -> JSONObject:
+TOPIC = {
+    "name": "topic",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string"},
+    "description": "A topic contract's name (the family), or it and more words (one key)",
+}
+TOPIC_MESSAGE: JSONObject = {
+    "type": "object",
+    "required": ["seq", "type", "time", "topic", "data"],
+    "properties": {
+        "seq": {"type": "integer", "minimum": 1, "description": "Its offset in the stream"},
+        "type": {"const": "message"},
+        "time": {"type": "string", "format": "date-time"},
+        "topic": {"type": "string"},
+        "data": {"description": "The message, as its topic contract says"},
+    },
+}
+
+
+def _topic_paths(topics: TopicRegistry, schemas: JSONObject) -> dict[str, Any]:
+    paths: dict[str, Any] = {
+        "/v1/topics": {
+            "get": {
+                "operationId": "list_topics",
+                "responses": {"200": {"description": "The topic contracts"}},
+            }
+        },
+        "/v1/topics/{topic}/events": {
+            "get": {
+                "operationId": "get_topic_events",
+                "description": "Long-poll JSON; with `Accept: text/event-stream`, an SSE "
+                "stream (`id: <seq>`, `event: message`, `data: <the message>`) that "
+                "honours Last-Event-ID. Without `after`: from the next message.",
+                "parameters": [TOPIC, WAIT, {**AFTER, "description": "A message's seq"}],
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["events", "next"],
+                            "properties": {
+                                "events": {"type": "array", "items": _ref("TopicMessage")},
+                                "next": {"type": "integer"},
+                            },
+                        },
+                        "Messages after `after`",
+                    ),
+                    "400": ERRORS["400"],
+                    "404": ERRORS["404"],
+                },
+            }
+        },
+        "/v1/topics/{topic}/tokens": {
+            "post": {
+                "operationId": "new_subscribe_token",
+                "parameters": [TOPIC],
+                "responses": {"200": {"description": "A subscribe token for the topic"}},
+            }
+        },
+    }
+    schemas["TopicMessage"] = TOPIC_MESSAGE
+    for contract in topics.values():
+        prefix = f"topic.{contract.name}"
+        for name, definition in contract.document["definitions"].items():
+            schemas[f"{prefix}.{name}"] = _rewrite_refs(definition, prefix)
+        paths[f"/v1/topics/{contract.name}"] = {
+            "get": {
+                "operationId": f"topic_contract_{contract.name}",
+                "responses": {"200": {"description": "The topic contract (JSON Schema)"}},
+            },
+            "post": {
+                "operationId": f"publish_{contract.name}",
+                "summary": contract.settings.description,
+                "description": "Publish to the family's name; its keys (more words) take "
+                "the same message at /v1/topics/{topic}.",
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref(f"{prefix}.message")}},
+                },
+                "responses": {
+                    "202": {"description": "Confirmed by RabbitMQ"},
+                    **{k: v for k, v in ERRORS.items() if k != "404"},
+                },
+            },
+        }
+    return paths
+
+
+def build_openapi(contracts: ContractRegistry, topics: TopicRegistry | None = None) -> JSONObject:
     schemas: JSONObject = _load_wire()
     paths: dict[str, Any] = {
         "/v1/ops": {
@@ -174,6 +263,8 @@ def build_openapi(contracts: ContractRegistry) -> JSONObject:
             },
             **_submit(contract),
         }
+    if topics:
+        paths.update(_topic_paths(topics, schemas))
     return {
         "openapi": "3.1.0",
         "info": {"title": "AMQP HTTP gateway", "version": __version__},

@@ -16,6 +16,7 @@ from openapi_spec_validator import validate
 from gateway.contracts import ContractRegistry
 from gateway.errors import ContractError, InvalidRequest
 from gateway.openapi import build_openapi
+from gateway.topic_contracts import TopicRegistry
 from tests.support import EXAMPLE_CONTRACTS, ROOT, free_port, make_settings, serve_gateway
 
 GOOD = {
@@ -109,6 +110,18 @@ def test_openapi_is_valid_and_covers_every_operation() -> None:
         ref = post["requestBody"]["content"]["application/json"]["schema"]["$ref"]
         assert ref == f"#/components/schemas/{op}.request"
     assert "Job" in spec["components"]["schemas"]
+
+
+def test_openapi_covers_every_topic_contract() -> None:
+    topics = TopicRegistry.from_directory(EXAMPLE_CONTRACTS.parent / "topics")
+    spec = build_openapi(ContractRegistry.from_directory(EXAMPLE_CONTRACTS), topics)
+    validate(spec)
+    assert topics
+    for name in topics:
+        post = spec["paths"][f"/v1/topics/{name}"]["post"]
+        ref = post["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+        assert ref == f"#/components/schemas/topic.{name}.message"
+    assert "/v1/topics/{topic}/events" in spec["paths"]
 
 
 def test_openapi_rewrites_inner_references(tmp_path: Path) -> None:

@@ -40,7 +40,8 @@ async def metrics(request: Request) -> Response:
 async def openapi(request: Request) -> Response:
     state = request.app.state
     if getattr(state, "openapi", None) is None:
-        state.openapi = build_openapi(service_of(request).contracts)
+        service = service_of(request)
+        state.openapi = build_openapi(service.contracts, service.topics)
     return ORJSONResponse(state.openapi)
 
 
