@@ -65,6 +65,8 @@ CATCH_UP_BATCH = 500
 CATCH_UP_QUIET_SECONDS = 5.0
 """A catch-up consumer that delivers nothing for this long has reached the stream's end
 (retention dropped what it was after): its subscriber goes on from the ring."""
+CHANNEL_CHECK_SECONDS = 0.5
+"""How often a waiting catch-up looks whether its channel is still open."""
 CATCH_UP_PAUSE_SECONDS = 0.1
 """A catch-up consumer that has messages in hand and gets no more for this long hands
 them out (the stream delivers chunk by chunk; the next read goes on from there)."""
@@ -72,6 +74,7 @@ CATCH_UP_KEPT_SECONDS = 10.0
 """A catch-up consumer waits this long for its subscriber's next read, then closes."""
 MAX_CATCH_UPS = 32
 """Catch-up consumers one process runs at once; more subscribers wait their turn."""
+MAX_FAMILIES_REMEMBERED = 100_000
 START_WAIT_SECONDS = 5.0
 """How long a subscriber waits for its feed to start (the broker link coming up)."""
 MARKER_WAIT_SECONDS = 2.0
@@ -267,14 +270,12 @@ class CatchUp:
         last_tag = None
         try:
             while len(found) < CATCH_UP_BATCH:
-                try:
-                    # Deliveries come chunk by chunk: a pause with some in hand hands
-                    # them out (the next read goes on); a long silence is the end.
-                    async with asyncio.timeout(
-                        CATCH_UP_PAUSE_SECONDS if found else CATCH_UP_QUIET_SECONDS
-                    ):
-                        delivery = await self._deliveries.get()
-                except TimeoutError:
+                # Deliveries come chunk by chunk: a pause with some in hand hands them
+                # out (the next read goes on); a long silence is the stream's end.
+                delivery = await self._next(
+                    CATCH_UP_PAUSE_SECONDS if found else CATCH_UP_QUIET_SECONDS
+                )
+                if delivery is None:
                     if found:
                         break
                     # Nothing more in the stream: what it was after is gone (retention).
@@ -300,6 +301,24 @@ class CatchUp:
                 with contextlib.suppress(*LINK_ERRORS):
                     await underlay.basic_ack(last_tag, multiple=True)
         return found
+
+    async def _next(self, timeout: float) -> aiormq.abc.DeliveredMessage | None:
+        """The next delivery, or None after `timeout` seconds without one; 503 if the
+        channel is gone meanwhile (a lost connection is not the stream's end)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            channel = self._channel
+            if self._deliveries.empty() and (channel is None or channel.is_closed):
+                raise ServiceUnavailable(
+                    "the message broker is not reachable", code="broker_unavailable"
+                )
+            try:
+                async with asyncio.timeout(min(deadline - loop.time(), CHANNEL_CHECK_SECONDS)):
+                    return await self._deliveries.get()
+            except TimeoutError:
+                if loop.time() >= deadline:
+                    return None
 
     async def close(self) -> None:
         channel = self._channel
@@ -333,6 +352,7 @@ class TopicLog:
         for feed in self.feeds.values():
             feed.on_message = functools.partial(self._ring, feed.contract.name)
         self._connection: AbstractConnection | None = None
+        self._families: dict[str, TopicFeed] = {}
         self._reading: dict[tuple[str, int], asyncio.Future[tuple[list[TopicMessage], int]]] = {}
         """Catch-up reads in progress, by family and offset: shared by their subscribers."""
         self._kept: dict[tuple[str, int], CatchUp] = {}
@@ -352,8 +372,15 @@ class TopicLog:
     # -- the Follow side ----------------------------------------------------------------
 
     def _feed(self, subscription: str) -> TopicFeed:
-        contract = self.registry.for_topic(subscription)
-        return self.feeds[contract.name]
+        """The feed of a subscription's family (remembered: every wake-up of every
+        subscriber asks)."""
+        feed = self._families.get(subscription)
+        if feed is None:
+            feed = self.feeds[self.registry.for_topic(subscription).name]
+            if len(self._families) >= MAX_FAMILIES_REMEMBERED:
+                self._families.clear()
+            self._families[subscription] = feed
+        return feed
 
     async def _started(self, feed: TopicFeed) -> None:
         if feed.started.is_set():
