@@ -35,6 +35,61 @@ export interface JobEvent<Data = unknown> {
   data: Data;
 }
 
+/** One message of a topic, as `subscribe()` yields it. */
+export interface TopicMessage<Data = unknown> {
+  /** The message's position in the topic's stream: strictly increasing, not contiguous. */
+  seq: number;
+  /** The topic subscribed to (a family subscription does not tell the key it was published to). */
+  topic: string;
+  data: Data;
+}
+
+/** A topic contract, as `GET /v1/topics` lists it. */
+export interface Topic {
+  name: string;
+  description: string;
+  href: string;
+  /** The path of its event stream. */
+  events: string;
+  settings: { description: string; max_age: string | number; max_bytes: number };
+}
+
+/** A draft-07 JSON Schema with `definitions.message`: the schema of every message of the family. */
+export interface TopicContract {
+  $schema?: string;
+  definitions: { message: object; [name: string]: object | undefined };
+  'x-gateway'?: { description?: string; max_age?: string | number; max_bytes?: number };
+  [keyword: string]: unknown;
+}
+
+/** A subscribe token: read-only, one topic's events, until `expires_at` (epoch seconds). */
+export interface TopicToken {
+  token: string;
+  topic: string;
+  expires_at: number;
+  /** The stream's path with `?access_token=<token>`. */
+  events: string;
+}
+
+export interface PublishOptions {
+  /** Check the message against the topic's contract first (default: the client's `validate`). */
+  validate?: boolean;
+  signal?: AbortSignal;
+}
+
+export interface SubscribeOptions {
+  /** Start past this seq (0: every retained message); default: from the next message published. */
+  after?: number;
+  /** Stops the subscription (and any reconnect wait) at once. */
+  signal?: AbortSignal;
+  /** Overrides the client's `reconnectTimeout` for this subscription. */
+  reconnectTimeout?: number;
+  /** A subscribe token (`topicToken()`), sent as `?access_token=`. */
+  token?: string;
+  /** Check each message against the topic's contract; throws GatewayError `invalid_message` at one that breaks it. */
+  validate?: boolean;
+}
+
 export interface Operation {
   op: string;
   description: string;
@@ -59,18 +114,18 @@ export interface GatewayClientOptions {
   baseUrl?: string;
   /** Used for every request; default globalThis.fetch. A custom fetch makes events() use fetch, not EventSource. */
   fetch?: typeof fetch;
-  /** Check requests against the op's contract before sending (default false). */
+  /** Check requests (and published messages) against their contract before sending (default false). */
   validate?: boolean;
   /** How to validate; default Ajv (window.ajv7 from ajv-dist, else `import('ajv')`). */
   validator?: Validator;
   /** Sent with every request (e.g. Authorization). Headers make events() use fetch, not EventSource. */
   headers?: Record<string, string>;
-  /** How events() streams: 'auto' (EventSource when possible), 'eventsource' or 'fetch'. */
+  /** How events() and subscribe() stream: 'auto' (EventSource when possible), 'eventsource' or 'fetch'. */
   transport?: 'auto' | 'eventsource' | 'fetch';
   /** The EventSource class to use (default: the global one, if any). */
   EventSource?: typeof EventSource;
   /**
-   * Seconds events() keeps trying to reach a gateway it cannot connect to (backing off
+   * Seconds events() and subscribe() keep trying to reach a gateway it cannot connect to (backing off
    * exponentially, with jitter) before it throws GatewayError `unreachable`; default 60.
    */
   reconnectTimeout?: number;
@@ -121,11 +176,25 @@ export class GatewayClient {
    * after `reconnectTimeout` seconds without reaching the gateway.
    */
   events(id: string, options?: EventsOptions): AsyncGenerator<JobEvent, void, undefined>;
+  /** The topic contracts the gateway serves. */
+  topics(options?: { signal?: AbortSignal }): Promise<Topic[]>;
+  /** The contract that applies to a topic (a contract name or a key below one); cached. */
+  topicContract(topic: string, options?: { signal?: AbortSignal }): Promise<TopicContract>;
+  /** Resolves once RabbitMQ has the message; GatewayError 422 `invalid_request` (local with `validate`), 404 `unknown_topic`. */
+  publish(topic: string, message: unknown, options?: PublishOptions): Promise<{ topic: string; message_id: string }>;
+  /**
+   * The topic's messages as they come, never ending by itself (break or abort it). Resumes
+   * dropped streams by Last-Event-ID, each message once and in order; throws GatewayError
+   * `unreachable` after `reconnectTimeout` seconds without reaching the gateway.
+   */
+  subscribe<Data = unknown>(topic: string, options?: SubscribeOptions): AsyncGenerator<TopicMessage<Data>, void, undefined>;
+  /** Needs the subscribe scope for the topic. */
+  topicToken(topic: string, options?: { signal?: AbortSignal }): Promise<TopicToken>;
 }
 
 export class GatewayError extends Error {
   name: 'GatewayError';
-  /** HTTP status; 422 for local validation, 0 for a `call` timeout or an unreachable gateway. */
+  /** HTTP status; 422 for local validation, 0 for a `call` timeout, an unreachable gateway or `invalid_message`. */
   status: number;
   code: string;
   details: ValidationDetail[];
@@ -134,6 +203,8 @@ export class GatewayError extends Error {
   /** Produced by the client (validation, timeout) rather than received. */
   local: boolean;
   job?: Job;
+  /** The seq of the message that broke its contract (`invalid_message`, subscribe with validate). */
+  seq?: number;
 }
 
 export class JobFailedError extends Error {
@@ -153,6 +224,8 @@ export interface SSEFrame {
 /** WHATWG event-stream parser: feed chunks, get complete events. */
 export class SSEParser {
   lastEventId: string;
+  /** The last event id of the last complete block, also of one with no data (no event). */
+  dispatchedId: string;
   retryMs?: number;
   feed(chunk: string): SSEFrame[];
 }

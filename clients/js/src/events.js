@@ -1,15 +1,18 @@
 /**
- * A job's events as an async iterator, over Server-Sent Events, resuming after a dropped
- * connection from the last seq seen so that every event arrives exactly once.
+ * Event streams as async iterators, over Server-Sent Events, resuming after a dropped
+ * connection from the last seq seen so that every event arrives exactly once. A job's
+ * events (`jobEvents`) and a topic's messages (`topicMessages`) take the same path
+ * (`followStream`); they differ only in their event types, the items they yield, and how
+ * they end: a job's stream after its terminal event, a topic's never by itself.
  *
  * Two transports, the same guarantees:
  * - `EventSource` (browsers): the browser reconnects by itself and sends `Last-Event-ID`.
  *   It cannot send custom headers or use an injected fetch, so it is only chosen without them.
  * - fetch + SSEParser (Node, or a browser with custom headers): this module reconnects,
  *   sending `Last-Event-ID` itself and waiting the server's `retry:` hint in between.
- * Both drop any event whose seq is not past the last one yielded, and stop after the
- * terminal event (the gateway closes the stream there, and a bare EventSource would
- * otherwise reconnect forever). Neither retries a dead gateway forever: after
+ * Both drop any event whose seq is not past the last one yielded, and stop a job's stream
+ * after its terminal event (the gateway closes the stream there, and a bare EventSource
+ * would otherwise reconnect forever). Neither retries a dead gateway forever: after
  * `reconnectTimeout` seconds without a connection they throw GatewayError `unreachable`
  * (or the gateway's last 429/5xx answer); an AbortSignal stops them at any time.
  */
@@ -17,13 +20,16 @@
 import { GatewayError, TERMINAL_EVENT_TYPES, errorFromResponse } from './errors.js';
 import { SSEParser, readSSE } from './sse.js';
 
-/** The event types the gateway sends; EventSource needs a listener per type. */
-const EVENT_TYPES = ['queued', 'started', 'progress', 'result', 'error', 'cancelled', 'expired'];
+/** The event types of a job's stream; EventSource needs a listener per type. */
+const JOB_EVENT_TYPES = ['queued', 'started', 'progress', 'result', 'error', 'cancelled', 'expired'];
+
+/** The event types of a topic's stream: one per message. */
+const TOPIC_EVENT_TYPES = ['message'];
 
 /** Reconnect delay before the server has sent a `retry:` hint (EventSource's usual default). */
 const DEFAULT_RETRY_MS = 2000;
 
-/** How long events() keeps trying to reach a gateway it cannot connect to, by default. */
+/** How long a stream keeps trying to reach a gateway it cannot connect to, by default. */
 export const DEFAULT_RECONNECT_TIMEOUT_SECONDS = 60;
 
 /** Failed reconnects back off exponentially from the `retry:` hint up to this, plus jitter. */
@@ -31,9 +37,102 @@ const MAX_BACKOFF_MS = 10_000;
 
 /**
  * @typedef {{seq: number, type: string, data: any}} JobEvent
- * @typedef {{url: string, fetch: typeof fetch, headers: Record<string, string>, jobUrl: string, baseUrl: string}} StreamTarget
+ * @typedef {{seq: number, topic: string, data: any}} TopicMessage
+ * @typedef {import('./sse.js').SSEFrame} SSEFrame
+ * @typedef {object} StreamTarget where a stream is and how to reach it
+ * @property {string} url the event stream (carrying `?access_token=` if it needs one)
+ * @property {string} baseUrl the gateway, for error messages
+ * @property {typeof fetch} fetch
+ * @property {Record<string, string>} headers
+ * @property {boolean} useEventSource stream over `EventSource` (else fetch + SSEParser)
+ * @property {typeof EventSource} [EventSource]
+ * @typedef {object} StreamKind what differs between a job's stream and a topic's
+ * @property {string[]} types the event types it carries
+ * @property {string} probeUrl a plain JSON GET refused as the stream is (404, 401...):
+ *   asked why a stream could not be opened
+ * @property {(seq: number, frame: SSEFrame) => any} toItem what to yield for a frame
+ * @property {(item: any) => boolean} isLast the item after which the stream is over
+ * @property {(cursor: number | undefined, signal?: AbortSignal) => Promise<boolean>} [isOver]
+ *   after the gateway closed the stream cleanly: whether that was the end (else resume)
  * @typedef {{after?: number, signal?: AbortSignal, reconnectTimeout?: number}} StreamOptions
+ *   `after` undefined: from what comes next (topics)
  */
+
+/**
+ * A job's events from seq `after` (default 0) on, ending after the terminal one.
+ * @param {StreamTarget & {jobUrl: string}} target `jobUrl`: the job resource
+ * @param {StreamOptions} options
+ * @returns {AsyncGenerator<JobEvent>}
+ */
+export function jobEvents(target, { after = 0, ...options } = {}) {
+  return followStream({
+    ...target,
+    types: JOB_EVENT_TYPES,
+    probeUrl: target.jobUrl,
+    toItem: (seq, frame) => ({ seq, type: frame.event, data: parseData(frame.data) }),
+    isLast: (event) => TERMINAL_EVENT_TYPES.has(event.type),
+    isOver: (cursor, signal) => alreadyHasTheEnd(target, cursor, signal),
+  }, { after, ...options });
+}
+
+/**
+ * A topic's messages past seq `after` (undefined: those published from now on), for as
+ * long as the caller iterates: the stream never ends by itself, and a clean close (a
+ * gateway restarting) is resumed like a dropped connection.
+ * @param {StreamTarget & {topic: string}} target
+ * @param {StreamOptions} options
+ * @returns {AsyncGenerator<TopicMessage>}
+ */
+export async function* topicMessages(target, { after, ...options } = {}) {
+  const { topic } = target;
+  // The long-poll form of the same URL answers at once: with the stream's own refusal,
+  // or with where "now" is in the stream.
+  const probeUrl = withParam(target.url, 'wait', 0);
+  // "From now on" as a seq, so that a connection dropped before the first message
+  // resumes from there, not from a later "now".
+  const start = after ?? (await positionNow({ ...target, probeUrl }, options.signal));
+  yield* followStream({
+    ...target,
+    types: TOPIC_EVENT_TYPES,
+    probeUrl,
+    toItem: (seq, frame) => ({ seq, topic, data: parseData(frame.data) }),
+    isLast: () => false,
+  }, { ...options, after: start });
+}
+
+/**
+ * Where the topic's stream is now: the long-poll's `next` with no `after`. Undefined if
+ * the gateway cannot say (then the stream itself starts "from now", and tells any error).
+ */
+async function positionNow(stream, signal) {
+  try {
+    const response = await stream.fetch(stream.probeUrl, {
+      headers: { ...stream.headers, Accept: 'application/json' },
+      signal,
+      cache: 'no-store',
+    });
+    if (!response.ok) return undefined;
+    const { next } = await response.json();
+    return Number.isSafeInteger(next) && next >= 0 ? next : undefined;
+  } catch (error) {
+    if (signal?.aborted) throw signal.reason;
+    return undefined;
+  }
+}
+
+/**
+ * @param {StreamTarget & StreamKind} stream
+ * @param {StreamOptions} options
+ */
+function followStream(stream, options) {
+  return stream.useEventSource ? eventSourceStream(stream, options) : fetchStream(stream, options);
+}
+
+/** `url` with `name=value` added (nothing for an undefined value). */
+function withParam(url, name, value) {
+  if (value === undefined) return url;
+  return `${url}${url.includes('?') ? '&' : '?'}${name}=${encodeURIComponent(String(value))}`;
+}
 
 /** The shortest first wait after a failed reconnect, whatever the `retry:` hint says. */
 const MIN_BACKOFF_MS = 500;
@@ -49,7 +148,7 @@ function backoffMs(hintMs, failures) {
   return Math.max(base, exponential) + Math.random() * Math.min(1000, base);
 }
 
-/** The error events() throws when it gives up: `lastError` if the gateway answered (a 5xx). */
+/** The error a stream throws when it gives up: `lastError` if the gateway answered (a 5xx). */
 function unreachable(target, seconds, lastError) {
   if (lastError instanceof GatewayError) return lastError;
   const reason = lastError?.cause?.code ?? lastError?.message ?? 'no connection';
@@ -61,18 +160,17 @@ function unreachable(target, seconds, lastError) {
     cause: lastError,
   });
 }
-
 /**
- * Over fetch: read the stream, and on a network error or a clean end before the terminal
- * event, reconnect from the last seq. A 4xx (unknown job) ends it with a GatewayError.
- * Failed reconnects back off exponentially; after `reconnectTimeout` seconds of them it
- * gives up (see `unreachable`).
- * @param {StreamTarget} target
+ * Over fetch: read the stream, and on a network error or a clean end before the last
+ * event, reconnect from the last seq. A 4xx (unknown job or topic, refused token) ends it
+ * with a GatewayError. Failed reconnects back off exponentially; after `reconnectTimeout`
+ * seconds of them it gives up (see `unreachable`).
+ * @param {StreamTarget & StreamKind} stream
  * @param {StreamOptions} options
- * @returns {AsyncGenerator<JobEvent>}
+ * @returns {AsyncGenerator<any>}
  */
-export async function* fetchEvents(target, { after = 0, signal, reconnectTimeout = DEFAULT_RECONNECT_TIMEOUT_SECONDS } = {}) {
-  let cursor = after;
+async function* fetchStream(stream, { after, signal, reconnectTimeout = DEFAULT_RECONNECT_TIMEOUT_SECONDS } = {}) {
+  let cursor = after; // the last seq yielded (undefined: none yet, and no `after`)
   let retryMs = DEFAULT_RETRY_MS;
   let failures = 0; // attempts in a row that got no stream
   let failingSince; // when the first of them started
@@ -85,12 +183,12 @@ export async function* fetchEvents(target, { after = 0, signal, reconnectTimeout
     let connected = false;
     let failure; // why this attempt got no stream at all
     try {
-      const response = await target.fetch(`${target.url}${target.url.includes('?') ? '&' : '?'}after=${cursor}`, {
+      const response = await stream.fetch(withParam(stream.url, 'after', cursor), {
         // Like EventSource: Last-Event-ID only on a resume (the gateway prefers it to ?after).
         headers: {
-          ...target.headers,
+          ...stream.headers,
           Accept: 'text/event-stream',
-          ...(cursor > after ? { 'Last-Event-ID': String(cursor) } : {}),
+          ...(cursor !== undefined && cursor !== after ? { 'Last-Event-ID': String(cursor) } : {}),
         },
         signal: anySignal([signal, stop.signal]),
         cache: 'no-store',
@@ -105,11 +203,11 @@ export async function* fetchEvents(target, { after = 0, signal, reconnectTimeout
         failures = 0;
         failingSince = undefined;
         for await (const frame of readSSE(response.body, parser)) {
-          const event = toJobEvent(frame);
-          if (event === null || event.seq <= cursor) continue; // already yielded
-          cursor = event.seq;
-          yield event;
-          if (TERMINAL_EVENT_TYPES.has(event.type)) return;
+          const item = toItem(stream, frame);
+          if (item === null || (cursor !== undefined && item.seq <= cursor)) continue; // already yielded
+          cursor = item.seq;
+          yield item;
+          if (stream.isLast(item)) return;
         }
         endedCleanly = true;
       }
@@ -122,7 +220,11 @@ export async function* fetchEvents(target, { after = 0, signal, reconnectTimeout
       stop.abort();
     }
     if (parser.retryMs !== undefined) retryMs = parser.retryMs;
-    if (endedCleanly && (await alreadyHasTheEnd(target, cursor, signal))) return;
+    // A block with an `id:` but no data moves the stream's position without an event
+    // (EventSource resumes from it too): resume from there.
+    const position = seqOf(parser.dispatchedId);
+    if (position !== null && (cursor === undefined || position > cursor)) cursor = position;
+    if (endedCleanly && stream.isOver && (await stream.isOver(cursor, signal))) return;
     let delay = retryMs;
     if (failure !== undefined) {
       failures += 1;
@@ -130,7 +232,7 @@ export async function* fetchEvents(target, { after = 0, signal, reconnectTimeout
       delay = backoffMs(retryMs, failures);
       const failingFor = Date.now() + delay - failingSince;
       if (failingFor > reconnectTimeout * 1000) {
-        throw unreachable(target, (Date.now() - failingSince) / 1000, failure);
+        throw unreachable(stream, (Date.now() - failingSince) / 1000, failure);
       }
     }
     await sleep(delay, signal);
@@ -141,11 +243,11 @@ export async function* fetchEvents(target, { after = 0, signal, reconnectTimeout
  * Over EventSource: bridge its callbacks to an async iterator. The browser reconnects by
  * itself, forever: a timer started at the first connection error and cleared when a
  * connection opens bounds that to `reconnectTimeout` seconds.
- * @param {StreamTarget & {EventSource: typeof EventSource}} target
+ * @param {StreamTarget & StreamKind} stream
  * @param {StreamOptions} options
- * @returns {AsyncGenerator<JobEvent>}
+ * @returns {AsyncGenerator<any>}
  */
-export async function* eventSourceEvents(target, { after = 0, signal, reconnectTimeout = DEFAULT_RECONNECT_TIMEOUT_SECONDS } = {}) {
+async function* eventSourceStream(stream, { after, signal, reconnectTimeout = DEFAULT_RECONNECT_TIMEOUT_SECONDS } = {}) {
   signal?.throwIfAborted();
   const queue = new AsyncQueue();
   let cursor = after;
@@ -156,18 +258,23 @@ export async function* eventSourceEvents(target, { after = 0, signal, reconnectT
   const open = () => {
     // `?after` only counts on the first connect: the browser's reconnects send
     // Last-Event-ID, which the gateway prefers.
-    source = new target.EventSource(`${target.url}${target.url.includes('?') ? '&' : '?'}after=${cursor}`);
+    source = new stream.EventSource(withParam(stream.url, 'after', cursor));
     source.addEventListener('open', () => {
       clearTimeout(giveUpTimer);
       failingSince = undefined;
       failures = 0;
     });
-    for (const type of EVENT_TYPES) {
+    for (const type of stream.types) {
+      if (type === 'error') continue; // below: it also reports connection errors
       source.addEventListener(type, (message) => {
-        if (type === 'error' && !('data' in message)) onConnectionError();
-        else queue.push({ frame: { id: message.lastEventId, event: type, data: message.data } });
+        queue.push({ frame: { id: message.lastEventId, event: type, data: message.data } });
       });
     }
+    source.addEventListener('error', (message) => {
+      // A connection error is a plain Event; an `event: error` frame a MessageEvent.
+      if (!('data' in message)) onConnectionError();
+      else if (stream.types.includes('error')) queue.push({ frame: { id: message.lastEventId, event: 'error', data: message.data } });
+    });
   };
   const onConnectionError = () => {
     if (failingSince === undefined) {
@@ -185,24 +292,24 @@ export async function* eventSourceEvents(target, { after = 0, signal, reconnectT
     for (;;) {
       const item = await queue.next();
       if (item.aborted) throw signal.reason;
-      if (item.unreachable) throw unreachable(target, (Date.now() - failingSince) / 1000, undefined);
+      if (item.unreachable) throw unreachable(stream, (Date.now() - failingSince) / 1000, undefined);
       if (item.closed) {
         source.close();
-        await throwIfGone(target, signal);
+        await throwIfGone(stream, signal);
         failures += 1;
         const delay = backoffMs(DEFAULT_RETRY_MS, failures);
         if (Date.now() + delay - failingSince > reconnectTimeout * 1000) {
-          throw unreachable(target, (Date.now() - failingSince) / 1000, undefined);
+          throw unreachable(stream, (Date.now() - failingSince) / 1000, undefined);
         }
         await sleep(delay, signal);
         open();
         continue;
       }
-      const event = toJobEvent(item.frame);
-      if (event === null || event.seq <= cursor) continue;
+      const event = toItem(stream, item.frame);
+      if (event === null || (cursor !== undefined && event.seq <= cursor)) continue;
       cursor = event.seq;
       yield event;
-      if (TERMINAL_EVENT_TYPES.has(event.type)) return;
+      if (stream.isLast(event)) return;
     }
   } finally {
     clearTimeout(giveUpTimer);
@@ -211,17 +318,26 @@ export async function* eventSourceEvents(target, { after = 0, signal, reconnectT
   }
 }
 
-/** @param {{id: string, event: string, data: string}} frame */
-function toJobEvent(frame) {
-  const seq = Number(frame.id);
-  if (!Number.isSafeInteger(seq) || frame.id === '') return null;
-  let data;
+/** A frame's seq (its id), or null if it has none. */
+function seqOf(id) {
+  if (typeof id !== 'string' || id === '') return null;
+  const seq = Number(id);
+  return Number.isSafeInteger(seq) && seq >= 0 ? seq : null;
+}
+
+/** The item a frame stands for, or null for a frame without a seq. */
+function toItem(stream, frame) {
+  const seq = seqOf(frame.id);
+  return seq === null ? null : stream.toItem(seq, frame);
+}
+
+/** An event's data: JSON, as the gateway sends it (kept as text if it is not). */
+function parseData(text) {
   try {
-    data = JSON.parse(frame.data);
+    return JSON.parse(text);
   } catch {
-    data = frame.data;
+    return text;
   }
-  return { seq, type: frame.event, data };
 }
 
 /** 503 (broker or capacity), 502/504 from a proxy, 429: worth reconnecting; 4xx are not. */
@@ -230,8 +346,8 @@ function isRetryable(error) {
 }
 
 /**
- * The gateway closed the stream without a terminal event: normal only if the job already
- * ended at or before `cursor` (we asked from past its end) or was purged.
+ * The gateway closed a job's stream without a terminal event: normal only if the job
+ * already ended at or before `cursor` (we asked from past its end) or was purged.
  */
 async function alreadyHasTheEnd(target, cursor, signal) {
   try {
@@ -247,10 +363,13 @@ async function alreadyHasTheEnd(target, cursor, signal) {
   }
 }
 
-/** After EventSource gave up: a 4xx for the job becomes the caller's GatewayError. */
-async function throwIfGone(target, signal) {
+/** After EventSource gave up: a 4xx for the job or topic becomes the caller's GatewayError. */
+async function throwIfGone(stream, signal) {
   try {
-    const response = await target.fetch(target.jobUrl, { headers: target.headers, signal });
+    const response = await stream.fetch(stream.probeUrl, {
+      headers: { ...stream.headers, Accept: 'application/json' },
+      signal,
+    });
     if (!response.ok) {
       const error = await errorFromResponse(response);
       if (!isRetryable(error)) throw error;
@@ -260,7 +379,6 @@ async function throwIfGone(target, signal) {
     if (error instanceof GatewayError) throw error;
   }
 }
-
 /** A signal that aborts when any of `signals` does (AbortSignal.any where it exists). */
 export function anySignal(signals) {
   const present = signals.filter(Boolean);

@@ -4,11 +4,13 @@
  *
  *   const gateway = new GatewayClient({ baseUrl: 'http://127.0.0.1:8000' });
  *   const { sum } = await gateway.call('math.add', { a: 2, b: 3 });
+ *   await gateway.publish('chat.room.42', { from: 'ann', text: 'hi' });
+ *   for await (const { seq, data } of gateway.subscribe('chat.room.42', { after: 0 })) …
  */
 
 import { GatewayError, JobFailedError, TERMINAL_STATUSES, errorFromResponse } from './errors.js';
-import { DEFAULT_RECONNECT_TIMEOUT_SECONDS, eventSourceEvents, fetchEvents } from './events.js';
-import { assertValidRequest, defaultValidator } from './validation.js';
+import { DEFAULT_RECONNECT_TIMEOUT_SECONDS, jobEvents, topicMessages } from './events.js';
+import { assertValid, defaultValidator } from './validation.js';
 
 export { GatewayError, JobFailedError, TERMINAL_STATUSES, TERMINAL_EVENT_TYPES } from './errors.js';
 export { SSEParser, parseSSE } from './sse.js';
@@ -26,14 +28,17 @@ export class GatewayClient {
    * @param {string} [options.baseUrl] the gateway's root URL; in a browser it defaults to
    *   the page's origin
    * @param {typeof fetch} [options.fetch] used for every request (default: globalThis.fetch)
-   * @param {boolean} [options.validate] check requests against the contract before sending
+   * @param {boolean} [options.validate] check requests (and published messages) against the
+   *   contract before sending
    * @param {import('./validation.js').Validator | (() => Promise<import('./validation.js').Validator>)} [options.validator]
    *   how to validate (default: Ajv, see validation.js)
    * @param {Record<string, string>} [options.headers] sent with every request (e.g. Authorization)
-   * @param {'auto' | 'eventsource' | 'fetch'} [options.transport] how `events()` streams
+   * @param {'auto' | 'eventsource' | 'fetch'} [options.transport] how `events()` and
+   *   `subscribe()` stream
    * @param {typeof EventSource} [options.EventSource] the EventSource class (default: the global)
-   * @param {number} [options.reconnectTimeout] seconds `events()` keeps trying to reach a
-   *   gateway it cannot connect to before it throws GatewayError `unreachable` (default 60)
+   * @param {number} [options.reconnectTimeout] seconds `events()` and `subscribe()` keep
+   *   trying to reach a gateway they cannot connect to before they throw GatewayError
+   *   `unreachable` (default 60)
    */
   constructor(options = {}) {
     const baseUrl = options.baseUrl ?? globalThis.location?.origin;
@@ -54,6 +59,10 @@ export class GatewayClient {
     this.contracts = new Map();
     /** @type {Map<string, Promise<import('./validation.js').DefinitionCheck>>} */
     this.requestChecks = new Map();
+    /** @type {Map<string, Promise<object>>} topic contracts by topic, fetched once */
+    this.topicContracts = new Map();
+    /** @type {Map<string, Promise<import('./validation.js').DefinitionCheck>>} */
+    this.messageChecks = new Map();
     /** @type {Map<string, string>} job id → the job token to read it with (`?access_token=`) */
     this.jobTokens = new Map();
   }
@@ -66,12 +75,7 @@ export class GatewayClient {
 
   /** An operation's contract (draft-07 JSON Schema with `definitions.request`, …); cached. */
   contract(op, { signal } = {}) {
-    if (!this.contracts.has(op)) {
-      const loading = this.request('GET', `/v1/ops/${encodeURIComponent(op)}`, { signal });
-      loading.catch(() => this.contracts.delete(op)); // a failure is not cached
-      this.contracts.set(op, loading);
-    }
-    return this.contracts.get(op);
+    return cached(this.contracts, op, () => this.request('GET', `/v1/ops/${encodeURIComponent(op)}`, { signal }));
   }
 
   /**
@@ -183,18 +187,106 @@ export class GatewayClient {
   events(id, { after = 0, signal, reconnectTimeout = this.reconnectTimeout, jobToken } = {}) {
     if (jobToken !== undefined) this.jobTokens.set(id, jobToken);
     const path = `/v1/jobs/${encodeURIComponent(id)}`;
-    const token = this.jobTokens.get(id);
-    const query = token === undefined ? '' : `?access_token=${encodeURIComponent(token)}`;
-    const target = {
-      url: `${this.baseUrl}${path}/events${query}`,
-      jobUrl: `${this.baseUrl}${path}${query}`,
+    const query = accessQuery(this.jobTokens.get(id));
+    const target = { ...this.streamTarget(`${path}/events${query}`), jobUrl: `${this.baseUrl}${path}${query}` };
+    return jobEvents(target, { after, signal, reconnectTimeout });
+  }
+
+  /** Where a stream is, and how this client reaches it (EventSource or fetch). */
+  streamTarget(pathAndQuery) {
+    return {
+      url: `${this.baseUrl}${pathAndQuery}`,
       baseUrl: this.baseUrl,
       fetch: this.fetch,
       headers: this.headers,
+      useEventSource: this.usesEventSource(),
       EventSource: this.EventSource,
     };
-    if (this.usesEventSource()) return eventSourceEvents(target, { after, signal, reconnectTimeout });
-    return fetchEvents(target, { after, signal, reconnectTimeout });
+  }
+
+  // --- topics ------------------------------------------------------------------------
+
+  /** The topic contracts the gateway serves: `[{name, description, href, events, settings}]`. */
+  async topics({ signal } = {}) {
+    const body = await this.request('GET', '/v1/topics', { signal });
+    return body.topics;
+  }
+
+  /**
+   * The contract that applies to `topic` (a contract name, or a key below one such as
+   * `chat.room.42`): draft-07 JSON Schema with `definitions.message`; cached per topic.
+   */
+  topicContract(topic, { signal } = {}) {
+    return cached(this.topicContracts, topic, () => this.request('GET', `/v1/topics/${encodeURIComponent(topic)}`, { signal }));
+  }
+
+  /**
+   * Publish a message (any JSON value) to `topic` → `{topic, message_id}`, once RabbitMQ
+   * has it. With `validate` (default: the client's), it is checked against the topic's
+   * contract first and a bad one throws GatewayError `invalid_request` (422, `local`)
+   * without being sent.
+   * @param {string} topic
+   * @param {unknown} message
+   * @param {{validate?: boolean, signal?: AbortSignal}} [options]
+   * @returns {Promise<{topic: string, message_id: string}>}
+   */
+  async publish(topic, message, { validate = this.validate, signal } = {}) {
+    if (validate) await this.checkMessage(topic, message, signal);
+    return this.request('POST', `/v1/topics/${encodeURIComponent(topic)}`, {
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify(message),
+      signal,
+    });
+  }
+
+  /**
+   * The messages of `topic` as they are published, for as long as the caller iterates
+   * (`break`, or `signal`). A contract name (`chat.room`) gives every key of the family, a
+   * key (`chat.room.42`) that key only. `after`: start past that seq (0: every retained
+   * message); without it, from the next message published. Survives dropped connections
+   * like `events()`: it resumes from the last seq seen (Last-Event-ID), so each message
+   * comes exactly once, in order. `token`: a subscribe token from `topicToken()`, sent as
+   * `?access_token=` (what EventSource needs). `validate`: check each message against the
+   * topic's contract, throwing GatewayError `invalid_message` (with `seq`) at one that
+   * breaks it.
+   * @param {string} topic
+   * @param {{after?: number, signal?: AbortSignal, reconnectTimeout?: number, token?: string, validate?: boolean}} [options]
+   * @returns {AsyncGenerator<{seq: number, topic: string, data: any}>}
+   */
+  subscribe(topic, { after, signal, reconnectTimeout = this.reconnectTimeout, token, validate = false } = {}) {
+    const target = { ...this.streamTarget(`/v1/topics/${encodeURIComponent(topic)}/events${accessQuery(token)}`), topic };
+    const messages = topicMessages(target, { after, signal, reconnectTimeout });
+    return validate ? this.checkedMessages(topic, messages, signal) : messages;
+  }
+
+  /**
+   * A subscribe token for `topic` (needs the subscribe scope for it): read-only, that topic's
+   * events only, for a few minutes → `{token, topic, expires_at, events}` (`events`: the
+   * stream's path with `?access_token=`). Hand it to a page: `subscribe(topic, {token})`.
+   * @param {string} topic
+   * @param {{signal?: AbortSignal}} [options]
+   */
+  topicToken(topic, { signal } = {}) {
+    return this.request('POST', `/v1/topics/${encodeURIComponent(topic)}/tokens`, { signal });
+  }
+
+  /** `messages`, each checked against the topic's contract. */
+  async *checkedMessages(topic, messages, signal) {
+    for await (const message of messages) {
+      const details = (await this.messageCheck(topic, signal))(message.data);
+      if (details.length > 0) {
+        const error = new GatewayError({
+          status: 0,
+          code: 'invalid_message',
+          message: `message ${message.seq} of topic ${topic} does not match its contract: ${details[0].message} (at ${details[0].path || 'the top level'})`,
+          details,
+          local: true,
+        });
+        error.seq = message.seq;
+        throw error;
+      }
+      yield message;
+    }
   }
 
   /** EventSource can't send headers or go through an injected fetch: use it only without. */
@@ -206,16 +298,25 @@ export class GatewayClient {
 
   /** Validate `body` against the op's request definition, throwing the gateway's 422 shape. */
   async checkRequest(op, body, signal) {
-    if (!this.requestChecks.has(op)) {
-      const building = (async () => {
-        const contract = await this.contract(op, { signal });
-        const validator = this.validator ?? (await defaultValidator());
-        return validator(contract, 'request');
-      })();
-      building.catch(() => this.requestChecks.delete(op));
-      this.requestChecks.set(op, building);
-    }
-    assertValidRequest(op, await this.requestChecks.get(op), body);
+    const check = await cached(this.requestChecks, op, () => this.compile(this.contract(op, { signal }), 'request'));
+    assertValid(check, body, `request does not match the contract of ${op}`);
+  }
+
+  /** Validate a message for `topic` against its contract, throwing the gateway's 422 shape. */
+  async checkMessage(topic, message, signal) {
+    assertValid(await this.messageCheck(topic, signal), message, `message does not match the contract of topic ${topic}`);
+  }
+
+  /** The check of `definitions.message` of the topic's contract; built once per topic. */
+  messageCheck(topic, signal) {
+    return cached(this.messageChecks, topic, () => this.compile(this.topicContract(topic, { signal }), 'message'));
+  }
+
+  /** A definition of a contract (being fetched), compiled with this client's validator. */
+  async compile(loading, definition) {
+    const contract = await loading;
+    const validator = this.validator ?? (await defaultValidator());
+    return validator(contract, definition);
   }
 
   /**
@@ -239,4 +340,19 @@ export class GatewayClient {
     if (!response.ok) throw await errorFromResponse(response);
     return response.json();
   }
+}
+
+/** `map.get(key)`, made by `load()` if missing; a failure is not cached. */
+function cached(map, key, load) {
+  if (!map.has(key)) {
+    const loading = load();
+    loading.catch(() => map.delete(key));
+    map.set(key, loading);
+  }
+  return map.get(key);
+}
+
+/** The query that carries a job or subscribe token, if any. */
+function accessQuery(token) {
+  return token === undefined ? '' : `?access_token=${encodeURIComponent(token)}`;
 }

@@ -19,6 +19,12 @@ export class SSEParser {
     this.eventType = '';
     /** The stream's last event id: what a reconnect sends as `Last-Event-ID`. */
     this.lastEventId = '';
+    /**
+     * The last event id of the last complete block (WHATWG's "last event ID string"): also
+     * set by a block with an `id:` but no data, which is no event. Unlike `lastEventId`,
+     * never the id of a block cut off before its end.
+     */
+    this.dispatchedId = '';
     /** The server's `retry:` hint in milliseconds, if it sent one. */
     this.retryMs = undefined;
   }
@@ -59,6 +65,7 @@ export class SSEParser {
 
   /** A blank line ends a block: an event if it had data, else nothing. */
   dispatch() {
+    this.dispatchedId = this.lastEventId;
     const data = this.dataLines;
     const event = this.eventType;
     this.dataLines = [];

@@ -1,5 +1,5 @@
 /**
- * Validating requests against an operation's contract before sending, with Ajv (draft-07,
+ * Validating requests (and topic messages) against their contract before sending, with Ajv (draft-07,
  * like the gateway's own Python validator).
  *
  * Ajv is CommonJS, which a browser page without a bundler cannot `import`. So Ajv is never
@@ -93,19 +93,19 @@ export async function defaultValidator() {
 }
 
 /**
- * Throw the gateway's 422 shape, built locally, if `body` breaks the request definition.
- * @param {string} op
+ * Throw the gateway's 422 shape, built locally, if `body` breaks the definition `check`s.
  * @param {DefinitionCheck} check
  * @param {unknown} body
+ * @param {string} what the message's start, e.g. `request does not match the contract of math.add`
  */
-export function assertValidRequest(op, check, body) {
+export function assertValid(check, body, what) {
   const details = check(body);
   if (details.length === 0) return;
   const first = details[0];
   throw new GatewayError({
     status: 422,
     code: 'invalid_request',
-    message: `request does not match the contract of ${op}: ${first.message} (at ${first.path || 'the top level'})`,
+    message: `${what}: ${first.message} (at ${first.path || 'the top level'})`,
     details,
     local: true,
   });

@@ -22,12 +22,17 @@ sub new {
         data          => [],
         event         => '',
         last_event_id => '',
+        dispatched_id => '',
         retry         => undef,
         started       => 0,       # whether the leading BOM check has happened
     }, $class;
 }
 
 sub last_event_id { $_[0]{last_event_id} }
+
+# The last event id as of the last complete block (WHATWG's "last event ID string"): also
+# set by a block with an id but no data, and never the id of a block cut off unfinished.
+sub dispatched_id { $_[0]{dispatched_id} }
 
 # The reconnection time the stream asked for (retry: field), in milliseconds, or undef.
 sub retry { $_[0]{retry} }
@@ -83,6 +88,7 @@ sub _dispatch {
     my ($self) = @_;
     my ($data, $event) = ($self->{data}, $self->{event});
     ($self->{data}, $self->{event}) = ([], '');
+    $self->{dispatched_id} = $self->{last_event_id};
     return unless @$data;
     return {
         id    => $self->{last_event_id},
@@ -119,7 +125,7 @@ blank line dispatches the event; a block without data, and an unterminated block
 end of the stream, produce nothing; C<id> carries over to later events.
 
 It has no dependency on any HTTP library: feed it whatever your transport reads. It is
-used by L<Gateway::Client/events> and checked against the shared vectors in
+used by L<Gateway::Client/events> and L<Gateway::Client/subscribe>, and checked against the shared vectors in
 C<schemas/vectors/sse-frames.json>.
 
 =head1 METHODS
@@ -138,6 +144,12 @@ seen (C<""> if none), C<event> defaults to C<"message">, C<data> is a character 
 =head2 last_event_id
 
 The last event id seen: what to send as C<Last-Event-ID> when reconnecting.
+
+=head2 dispatched_id
+
+The last event id as of the last complete block: unlike C<last_event_id>, also moved by a
+block that has an C<id> but no data (which is no event), and never the id of a block cut
+off before its blank line. What C<EventSource> itself resumes from.
 
 =head2 retry
 
