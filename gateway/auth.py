@@ -206,18 +206,10 @@ class Authenticator:
 
     def issue_job_token(self, job_id: str, now: float | None = None) -> str:
         """A token that opens one job's resource and events, read-only, for a while."""
-        expires = int((now or time.time()) + self.settings.job_token_ttl_seconds)
-        payload = f"{job_id}.{expires}"
-        return f"{expires}.{self._sign(payload)}"
+        return self._issue(job_id, self.settings.job_token_ttl_seconds, now)[0]
 
     def verify_job_token(self, token: str, job_id: str) -> Principal:
-        expires_text, _, signature = token.partition(".")
-        if not expires_text.isdigit() or not hmac.compare_digest(
-            signature, self._sign(f"{job_id}.{expires_text}")
-        ):
-            raise Unauthorized("invalid job token")
-        if int(expires_text) < time.time():
-            raise Unauthorized("the job token has expired")
+        self._verify(token, job_id, "job token")
         return Principal(subject=None, job_id=job_id)
 
     # -- subscribe tokens ----------------------------------------------------------------
@@ -225,18 +217,25 @@ class Authenticator:
     def issue_topic_token(self, topic: str, now: float | None = None) -> tuple[str, int]:
         """A token that opens one topic's events, read-only, for a short while; and when
         it expires (epoch seconds). Signed apart from job tokens (a job id has no `:`)."""
-        expires = int((now or time.time()) + self.settings.topic_token_ttl_seconds)
-        return f"{expires}.{self._sign(f'topic:{topic}.{expires}')}", expires
+        return self._issue(f"topic:{topic}", self.settings.topic_token_ttl_seconds, now)
 
     def verify_topic_token(self, token: str, topic: str) -> Principal:
+        self._verify(token, f"topic:{topic}", "subscribe token")
+        return Principal(subject=None, topic=topic)
+
+    def _issue(self, thing: str, ttl: float, now: float | None) -> tuple[str, int]:
+        """`<expires>.<signature of thing and expires>`, and its expiry."""
+        expires = int((now or time.time()) + ttl)
+        return f"{expires}.{self._sign(f'{thing}.{expires}')}", expires
+
+    def _verify(self, token: str, thing: str, kind: str) -> None:
         expires_text, _, signature = token.partition(".")
         if not expires_text.isdigit() or not hmac.compare_digest(
-            signature, self._sign(f"topic:{topic}.{expires_text}")
+            signature, self._sign(f"{thing}.{expires_text}")
         ):
-            raise Unauthorized("invalid subscribe token")
+            raise Unauthorized(f"invalid {kind}")
         if int(expires_text) < time.time():
-            raise Unauthorized("the subscribe token has expired")
-        return Principal(subject=None, topic=topic)
+            raise Unauthorized(f"the {kind} has expired")
 
     def _sign(self, payload: str) -> str:
         return hmac.new(self._job_key, payload.encode(), hashlib.sha256).hexdigest()

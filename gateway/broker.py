@@ -462,6 +462,16 @@ class Broker:
 
     # -- publishing -------------------------------------------------------------------------
 
+    def _ready_publisher(self) -> ConfirmedPublisher:
+        """The confirmed publisher, if RabbitMQ takes publishes now; else 503 at once."""
+        self.check_publishable()
+        publisher = self._publisher
+        if publisher is None:
+            raise ServiceUnavailable(
+                "the message broker is not reachable", code="broker_unavailable"
+            )
+        return publisher
+
     async def publish_request(
         self,
         contract: Contract,
@@ -472,12 +482,7 @@ class Broker:
         attempt: int = 1,
     ) -> None:
         """Publish a job's request and wait for RabbitMQ's confirm; 503 if it cannot."""
-        self.check_publishable()
-        publisher = self._publisher
-        if publisher is None:
-            raise ServiceUnavailable(
-                "the message broker is not reachable", code="broker_unavailable"
-            )
+        publisher = self._ready_publisher()
         durable = contract.settings.durability == "durable"
         reply_to = ANSWERS_QUEUE if durable else self.reply_queue
         if reply_to is None:
@@ -547,12 +552,7 @@ class Broker:
 
     async def publish_topic(self, topic: str, body: bytes, message_id: str) -> None:
         """Publish a topic's message to its stream and wait for RabbitMQ's confirm."""
-        self.check_publishable()
-        publisher = self._publisher
-        if publisher is None:
-            raise ServiceUnavailable(
-                "the message broker is not reachable", code="broker_unavailable"
-            )
+        publisher = self._ready_publisher()
         properties = Basic.Properties(
             content_type="application/json",
             message_id=message_id,
@@ -576,12 +576,7 @@ class Broker:
     async def publish_marker(self, stream: str, message_id: str) -> None:
         """Write a marker (`TOPIC_MARKER_TYPE`) into a topic's stream, confirmed: what
         was confirmed before it has a lower offset (gateway/topics.py)."""
-        self.check_publishable()
-        publisher = self._publisher
-        if publisher is None:
-            raise ServiceUnavailable(
-                "the message broker is not reachable", code="broker_unavailable"
-            )
+        publisher = self._ready_publisher()
         properties = Basic.Properties(
             message_id=message_id,
             message_type=TOPIC_MARKER_TYPE,

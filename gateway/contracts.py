@@ -437,6 +437,37 @@ class _Bundler:
         return "only files of the contracts folder can be referenced (nothing is fetched)"
 
 
+def read_contract_file(
+    path: Path,
+    folder: ContractFolder,
+    kind: str,
+    required: tuple[str, ...],
+    settings_validator: Draft7Validator,
+) -> tuple[JSONObject, JSONObject]:
+    """A contract file's document, its `definitions` bundled (`ContractFolder.bundle`),
+    and its raw `x-gateway`; `ContractError` naming what is wrong. `kind` says what it
+    is ("contract", "topic contract"), `required` which definitions it must have."""
+    where = str(path)
+    document = check_schema_file(where, folder.documents[path], kind)
+    definitions = document.get("definitions")
+    if not isinstance(definitions, dict):
+        raise ContractError(f"{where}: missing `definitions`")
+    for name in required:
+        if name not in definitions:
+            raise ContractError(f"{where}: missing `definitions.{name}`")
+    raw_settings = document.get("x-gateway", {})
+    settings_error = best_match(settings_validator.iter_errors(raw_settings))
+    if settings_error is not None:
+        raise ContractError(
+            f"{where}: x-gateway{json_pointer(settings_error.absolute_path)}: "
+            f"{settings_error.message}"
+        )
+    bundled = folder.bundle(path, definitions)
+    if bundled is not definitions:
+        document = {**document, "definitions": bundled}
+    return document, raw_settings
+
+
 def load_contract(path: Path, folder: ContractFolder | None = None) -> Contract:
     """One operation's contract; `folder` holds the files its `$ref`s may name (by
     default the contract's own folder)."""
@@ -446,23 +477,10 @@ def load_contract(path: Path, folder: ContractFolder | None = None) -> Contract:
         raise ContractError(f"{where}: {op!r} is not a valid operation name")
     if folder is None:
         folder = ContractFolder(path.parent)
-    document = check_schema_file(where, folder.documents[path], "contract")
-    definitions = document.get("definitions")
-    if not isinstance(definitions, dict):
-        raise ContractError(f"{where}: missing `definitions`")
-    for required in ("request", "result"):
-        if required not in definitions:
-            raise ContractError(f"{where}: missing `definitions.{required}`")
-    raw_settings = document.get("x-gateway", {})
-    settings_error = best_match(_settings_validator.iter_errors(raw_settings))
-    if settings_error is not None:
-        raise ContractError(
-            f"{where}: x-gateway{json_pointer(settings_error.absolute_path)}: "
-            f"{settings_error.message}"
-        )
-    bundled = folder.bundle(path, definitions)
-    if bundled is not definitions:
-        document = {**document, "definitions": bundled}
+    document, raw_settings = read_contract_file(
+        path, folder, "contract", ("request", "result"), _settings_validator
+    )
+    definitions = document["definitions"]
     registry = folder.registry
     try:
         return Contract(

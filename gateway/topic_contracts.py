@@ -18,15 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from jsonschema import Draft7Validator
-from jsonschema.exceptions import best_match
 
 from gateway.contracts import (
     ContractFolder,
-    check_schema_file,
     checked,
     is_shared_file,
-    json_pointer,
     passing_validator,
+    read_contract_file,
     validation_details,
     validator_for,
 )
@@ -141,20 +139,9 @@ def load_topic_contract(path: Path, folder: ContractFolder | None = None) -> Top
         raise ContractError(f"{where}: {name!r} is not a valid topic name")
     if folder is None:
         folder = ContractFolder(path.parent)
-    document = check_schema_file(where, folder.documents[path], "topic contract")
-    definitions = document.get("definitions")
-    if not isinstance(definitions, dict) or "message" not in definitions:
-        raise ContractError(f"{where}: missing `definitions.message`")
-    raw_settings = document.get("x-gateway", {})
-    settings_error = best_match(_settings_validator.iter_errors(raw_settings))
-    if settings_error is not None:
-        raise ContractError(
-            f"{where}: x-gateway{json_pointer(settings_error.absolute_path)}: "
-            f"{settings_error.message}"
-        )
-    bundled = folder.bundle(path, definitions)
-    if bundled is not definitions:
-        document = {**document, "definitions": bundled}
+    document, raw_settings = read_contract_file(
+        path, folder, "topic contract", ("message",), _settings_validator
+    )
     try:
         return TopicContract(
             name=name,
