@@ -66,7 +66,7 @@ install() {
 running() {
     local pid
     pid=$(cat "$dir/rabbitmq.pid" 2>/dev/null) && [ -n "$pid" ] || return 1
-    tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | grep -qxF -- "$dir"
+    tr '\0' '\n' 2>/dev/null <"/proc/$pid/cmdline" | grep -qxF -- "$dir"
 }
 
 status() {

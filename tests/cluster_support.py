@@ -7,7 +7,11 @@ import secrets
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+import orjson
 
 from tests.support import RabbitNode, free_port
 
@@ -54,3 +58,23 @@ class RabbitCluster:
             if names.returncode != 0:  # no epmd answers on that port any more
                 return
             time.sleep(0.1)  # teardown retry, not a wait for an event
+
+
+@contextmanager
+def running_cluster(directory: Path, size: int = 3) -> Iterator[RabbitCluster]:
+    """A cluster started in `directory`, stopped at the end (also if it failed to start)."""
+    cluster = RabbitCluster(directory, size)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def queue_info(node: RabbitNode, queue: str) -> dict[str, object]:
+    """What `rabbitmqctl list_queues` says of `queue` (leader, members, online, type),
+    asked of `node` (a running one)."""
+    columns = ["name", "type", "leader", "members", "online"]
+    rows = orjson.loads(node.ctl_output("-q", "list_queues", *columns, "--formatter", "json"))
+    found: dict[str, object] = next(row for row in rows if row["name"] == queue)
+    return found
