@@ -168,6 +168,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         "_lingering",
         "disconnected",
         "limits",
+        "shutting_down",
     )
 
     def __init__(self, *args: Any, limits: HttpLimits, **kwargs: Any) -> None:
@@ -184,6 +185,8 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         self._detached: RequestResponseCycle | None = None
         self.disconnected = False
         """True once the connection is gone (the client closed it, or it broke)."""
+        self.shutting_down = False
+        """True once a graceful shutdown ended the stream this connection carried."""
 
     # -- what a request may ask of its connection -----------------------------------------
 
@@ -257,6 +260,16 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         # Set while writable; cleared by pause_writing (uvicorn's FlowControl).
         self.flow._is_writable_event = cast(asyncio.Event, _Event(True))
         self._arm(self.limits.header_timeout)
+
+    def shutdown(self) -> None:
+        """A graceful shutdown: uvicorn's (an idle connection closes, a busy one closes
+        after its response), and a stream in progress is ended now, cleanly: it may never
+        end by itself (a topic's), and its client resumes elsewhere by Last-Event-ID."""
+        super().shutdown()
+        stream = self._cancel_on_loss
+        if stream is not None and not stream.done():
+            self.shutting_down = True
+            stream.cancel()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()

@@ -233,6 +233,9 @@ class GatewayProcess:
             broker_url,
             "--contracts",
             str(contracts),
+            # Topics as `make_settings` lays them out (none unless it was asked for).
+            "--topics",
+            str(contracts.parent / "topics"),
             "--store",
             store_url,
             "--log-level",

@@ -302,7 +302,6 @@ async def test_a_stream_resumes_on_another_gateway_after_the_first_was_killed(
             settings.contracts_dir,
             settings.store_url,
             tmp_path / f"{name}.log",
-            options=["--topics", str(settings.topics_dir)],
         )
 
     first, second = process("first"), process("second")
@@ -360,3 +359,31 @@ async def test_topic_subscribers_count_as_waiters(gw: RunningGateway) -> None:
             await anext(stream.aiter_lines())
             assert gw.service.topic_hub.waiting == 1
             assert gw.service.waiting == before + 1
+
+
+async def test_a_graceful_shutdown_ends_topic_streams_cleanly(
+    rabbit: RabbitNode, tmp_path: Path
+) -> None:
+    """A topic's stream never ends by itself: a stopping gateway ends it (a clean end of
+    the chunked response), instead of waiting for it until cancelled at the grace
+    period's end; the client resumes elsewhere by Last-Event-ID."""
+    settings, names = make_settings(tmp_path, rabbit.url, topics={})
+    topic = f"{names['chat.room']}.{secrets.token_hex(4)}"
+    stopping: asyncio.Future[bool | None] = asyncio.get_running_loop().create_future()
+    serving = serve_gateway(settings, names)
+    gw = await serving.__aenter__()
+    try:
+        async with (
+            gw.client() as http,
+            http.stream("GET", f"/v1/topics/{topic}/events", headers=SSE) as stream,
+        ):
+            events = sse_events(stream)
+            await publish(http, topic, said("before the end"))
+            assert [e.data["text"] for e in await take(events, 1)] == ["before the end"]
+            stopping = asyncio.ensure_future(serving.__aexit__(None, None, None))
+            async with asyncio.timeout(10):
+                assert [e async for e in events] == []  # it ends, without an error
+                await stopping
+    finally:
+        if not stopping.done():
+            await serving.__aexit__(None, None, None)

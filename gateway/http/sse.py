@@ -99,9 +99,13 @@ class EventStreamResponse(Response):
                     await send({"type": "http.response.body", "body": frame, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         except asyncio.CancelledError:
-            if not (self.client_gone or (connection is not None and connection.disconnected)):
-                raise  # a shutdown, not the client leaving
-            stream.uncancel()
+            if connection is not None and connection.shutting_down:
+                stream.uncancel()  # ended by a graceful shutdown: end the response cleanly
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+            elif self.client_gone or (connection is not None and connection.disconnected):
+                stream.uncancel()
+            else:
+                raise  # a shutdown of the server's own, not the client leaving
         except TimeoutError:
             pass  # too slow a client: it reconnects with Last-Event-ID
         finally:
@@ -127,11 +131,12 @@ class EventStreamResponse(Response):
                 connection.write_chunk(frame)
             complete = True
         except asyncio.CancelledError:
-            if not connection.disconnected:
-                raise  # a shutdown, not the client leaving
+            if not (connection.disconnected or connection.shutting_down):
+                raise  # cancelled by the server's own shutdown, not the client leaving
             current = asyncio.current_task()
             assert current is not None
             current.uncancel()
+            complete = not connection.disconnected  # a graceful shutdown: end it cleanly
         except TimeoutError:
             pass  # too slow a client: it reconnects with Last-Event-ID
         except Exception:
