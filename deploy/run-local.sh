@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make run`: RabbitMQ (yours, if GATEWAY_BROKER_URL reaches one; else a project-local
-# node), the gateway on GATEWAY_PORT (default 8000), the example workers, and the browser
+# node), the gateway on GATEWAY_PORT (default 8000) serving the chat example
+# (examples/chat/) at /chat/, the example workers and the chat daemon, and the browser
 # example (examples/browser/) on GATEWAY_EXAMPLE_PORT (default 8001), whose origin is added
 # to GATEWAY_CORS_ORIGINS. Ctrl-C (or killing this script's process group) stops the
 # gateway, workers and example; the local node keeps running in a session of its own
@@ -44,16 +45,22 @@ extras=()  # stopped with the rest, but their end does not end `make run`
 cleanup() { kill "${pids[@]}" "${extras[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
 trap cleanup EXIT INT TERM
 
-"$bin/gateway" serve --port "$port" &
+# The chat example's page is served by the gateway itself: same origin as /v1/topics.
+"$bin/gateway" serve --port "$port" --static /chat=examples/chat &
 pids+=($!)
 for worker in examples/workers/math_add.py examples/workers/report_generate.py examples/workers/echo.py; do
     "$bin/python" "$worker" &
     pids+=($!)
 done
-# The Perl worker for text.upper (its modules come with `make setup`).
+# The Perl worker for text.upper, and the Perl daemon in the chat rooms (it answers
+# "/upper text"); their modules come with `make setup`.
+perl_ok=no
 if perl -MAnyEvent::RabbitMQ -e1 2>/dev/null; then
-    perl examples/perl/text_upper.pl &
-    pids+=($!)
+    perl_ok=yes
+    for daemon in examples/perl/text_upper.pl examples/perl/chat_daemon.pl; do
+        perl "$daemon" &
+        pids+=($!)
+    done
 fi
 
 # The browser example: the page and the JS client, on a port (an origin) of their own.
@@ -70,6 +77,11 @@ if [ "$ready" = no ]; then
     curl -sS "http://127.0.0.1:$port/readyz" >&2 || true
     echo >&2
 fi
+if [ "$perl_ok" = yes ]; then
+    chat_bot="Say \"/upper some text\" there and the Perl daemon (examples/perl/chat_daemon.pl) answers."
+else
+    chat_bot="(No Perl daemon in the rooms: AnyEvent::RabbitMQ is missing; make setup installs it.)"
+fi
 cat <<MSG
 
 The gateway is up on http://127.0.0.1:$port with workers for math.add, report.generate
@@ -79,6 +91,11 @@ and echo (Python) and text.upper (Perl). Try:
   curl -s "http://127.0.0.1:$port\$LOCATION?wait=30"      # LOCATION from the line above
   curl -sN -H 'Accept: text/event-stream' "http://127.0.0.1:$port\$LOCATION/events"
 The browser example (a report's progress, live): open $example_url
+The chat (rooms are topics chat.room.<room>; open it in two windows):
+  http://127.0.0.1:$port/chat/#lobby
+  $chat_bot
+  curl -s -H 'Content-Type: application/json' -d '{"from": "curl", "text": "hi"}' http://127.0.0.1:$port/v1/topics/chat.room.lobby
+  curl -sN -H 'Accept: text/event-stream' 'http://127.0.0.1:$port/v1/topics/chat.room.lobby/events?after=0'
 Press Ctrl-C to stop.
 MSG
 wait -n "${pids[@]}"
