@@ -38,6 +38,7 @@ log = logging.getLogger("gateway.service")
 
 MAX_OPS_REMEMBERED = 100_000
 NOTICE_HEAD_START = 0.05  # seconds a peer notice may take before local waiters wake
+SIGHTING_WAIT = 1.0  # seconds a published topic message may take to reach this process
 
 
 def request_hash(body: JSON) -> str:
@@ -304,10 +305,16 @@ class GatewayService:
 
     async def publish(self, contract: TopicContract, topic: str, message: JSON) -> str:
         """Publish a message (checked against `contract` by the caller) to `topic`; its
-        message id once RabbitMQ confirmed it."""
+        message id once RabbitMQ confirmed it (and this process's feed has it, within
+        `SIGHTING_WAIT`)."""
         message_id = secrets.token_urlsafe(16)
-        await self.broker.publish_topic(topic, orjson.dumps(message), message_id)
-        self.metrics.topic_published.labels(contract.name).inc()
+        with self.topic_log.sighting(contract.name, message_id) as seen:
+            await self.broker.publish_topic(topic, orjson.dumps(message), message_id)
+            self.metrics.topic_published.labels(contract.name).inc()
+            # Answered once this process has it too, normally a moment after the confirm:
+            # the publisher's next read here finds it (read your writes). Not longer
+            # than a moment: it is confirmed, whatever this process's feed is doing.
+            await asyncio.wait((seen,), timeout=SIGHTING_WAIT)
         return message_id
 
     async def subscribe(self, topic: str, after: int | None) -> Follow[TopicMessage]:

@@ -28,7 +28,7 @@ import logging
 import secrets
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -56,6 +56,8 @@ from gateway.wire import (
 
 log = logging.getLogger("gateway.topics")
 
+FAN_OUT_INTERVAL = 0.02
+"""Seconds: a topic's subscribers are woken at most this often (see `TopicLog._ring`)."""
 STREAM_PREFETCH = 1000
 """Deliveries a stream consumer may hold unacked (RabbitMQ requires a limit for streams)."""
 RING_BYTES = 16 * 1024 * 1024
@@ -93,6 +95,8 @@ class TopicMessage:
     time: float
     size: int
     """Its JSON's size in bytes (what it costs the ring)."""
+    frame: bytes
+    """Its Server-Sent Events frame, made once for all its subscribers."""
     type: ClassVar[str] = "message"
 
     def to_json(self) -> JSONObject:
@@ -130,9 +134,10 @@ class TopicFeed:
         self.ring_floor = -1
         self.last = -1
         self.started = asyncio.Event()
-        self.markers: dict[str, asyncio.Future[int]] = {}
-        """Markers written to find where the stream stands, by message id: their offset
-        once the feed has seen them."""
+        self.sightings: dict[str, asyncio.Future[int]] = {}
+        """Messages this process published and waits to see (markers written to find
+        where the stream stands, messages published over HTTP), by message id: their
+        offset once the feed has seen them."""
         self.on_message: Callable[[TopicMessage], None] = lambda message: None
         """Called with each new valid message, once it is in the ring."""
 
@@ -142,19 +147,21 @@ class TopicFeed:
         written, so the first delivery comes at once)."""
         return self.last + 1 if self.started.is_set() else "last"
 
-    def take(self, offset: int, message: TopicMessage | None, marker: str | None = None) -> None:
+    def take(
+        self, offset: int, message: TopicMessage | None, message_id: str | None = None
+    ) -> None:
         """A delivery of the live consumer: `message` if it is a valid message of this
-        family, else None (a marker, with its message id; a message off its contract)."""
+        family, else None (a marker, a message off its contract); with its message id."""
         if offset <= self.last:
             return  # a redelivery after a reconnect, or the chunk's head before it
         if not self.started.is_set():
             self.ring_floor = offset - 1
             self.started.set()
         self.last = offset
-        if marker is not None:
-            found = self.markers.pop(marker, None)
-            if found is not None and not found.done():
-                found.set_result(offset)
+        if message_id is not None and self.sightings:
+            seen = self.sightings.pop(message_id, None)
+            if seen is not None and not seen.done():
+                seen.set_result(offset)
         if message is None:
             return
         self.ring.append(message)
@@ -223,6 +230,8 @@ class MessageCheck:
             data=data,
             time=stamp.timestamp() if stamp is not None else time.time(),
             size=len(body),
+            # One line of data whatever the daemon sent: orjson writes no newlines.
+            frame=b"id: %d\r\nevent: message\r\ndata: %b\r\n\r\n" % (offset, orjson.dumps(data)),
         )
 
 
@@ -353,6 +362,9 @@ class TopicLog:
             feed.on_message = functools.partial(self._ring, feed.contract.name)
         self._connection: AbstractConnection | None = None
         self._families: dict[str, TopicFeed] = {}
+        self._to_wake: set[str] = set()
+        self._wake_pending = False
+        self._last_wake = 0.0
         self._reading: dict[tuple[str, int], asyncio.Future[tuple[list[TopicMessage], int]]] = {}
         """Catch-up reads in progress, by family and offset: shared by their subscribers."""
         self._kept: dict[tuple[str, int], CatchUp] = {}
@@ -363,11 +375,29 @@ class TopicLog:
         """Per family, the marker not yet written, which subscribers arriving now share."""
 
     def _ring(self, family: str, message: TopicMessage) -> None:
-        """A new message: wake its key's subscribers, and its family's."""
+        """A new message: its key's subscribers, and its family's, are to be woken. Once
+        for all the messages that come together: at once when the topic has been quiet,
+        else at most every `FAN_OUT_INTERVAL` (many messages a second to many subscribers
+        then cost a wake-up and a write per subscriber per interval, not per message)."""
         self.metrics.topic_messages.labels(family, "delivered").inc()
-        self.hub.notify(message.topic)
-        if message.topic != family:
-            self.hub.notify(family)
+        self._to_wake.add(message.topic)
+        self._to_wake.add(family)
+        if self._wake_pending:
+            return
+        self._wake_pending = True
+        loop = asyncio.get_running_loop()
+        delay = self._last_wake + FAN_OUT_INTERVAL - loop.time()
+        if delay > 0:
+            loop.call_later(delay, self._wake)
+        else:
+            loop.call_soon(self._wake)
+
+    def _wake(self) -> None:
+        topics, self._to_wake = self._to_wake, set()
+        self._wake_pending = False
+        self._last_wake = asyncio.get_running_loop().time()
+        for topic in topics:
+            self.hub.notify(topic)
 
     # -- the Follow side ----------------------------------------------------------------
 
@@ -412,18 +442,29 @@ class TopicLog:
         except (TimeoutError, ServiceUnavailable):
             return feed.last
 
+    @contextlib.contextmanager
+    def sighting(self, family: str, message_id: str) -> Iterator[asyncio.Future[int]]:
+        """`with log.sighting(name, id) as seen:` a message about to be published under
+        `message_id`: `seen` gets its offset once this process's feed has it."""
+        feed = self.feeds[family]
+        seen = feed.sightings[message_id] = asyncio.get_running_loop().create_future()
+        try:
+            yield seen
+        finally:
+            feed.sightings.pop(message_id, None)
+
     async def _write_marker(self, feed: TopicFeed, marker: asyncio.Future[int]) -> None:
         name = feed.contract.name
         if self._next_marker.get(name) is marker:
             del self._next_marker[name]  # written from now on: later arrivals need another
         message_id = secrets.token_hex(8)
-        feed.markers[message_id] = marker
+        feed.sightings[message_id] = marker
         try:
             await self.publish_marker(topic_stream(name), message_id)
             # Seen by the feed at once, normally; if never (a reconnect), let it go.
-            asyncio.get_running_loop().call_later(60, feed.markers.pop, message_id, None)
+            asyncio.get_running_loop().call_later(60, feed.sightings.pop, message_id, None)
         except Exception as exc:
-            feed.markers.pop(message_id, None)
+            feed.sightings.pop(message_id, None)
             if not marker.done():
                 marker.set_exception(exc)
             marker.exception()  # retrieved: its waiters may have given up already
@@ -567,12 +608,13 @@ class TopicLog:
             offset = _offset(delivery)
             if offset is not None and offset > feed.last:
                 properties = delivery.header.properties
-                if properties.message_type == TOPIC_MARKER_TYPE:
-                    feed.take(offset, None, properties.message_id)
-                elif _ours(feed.registry, feed.contract, delivery):
-                    feed.take(offset, feed.check(feed.contract, delivery, offset))
-                else:
-                    feed.take(offset, None)
+                message = (
+                    feed.check(feed.contract, delivery, offset)
+                    if properties.message_type != TOPIC_MARKER_TYPE
+                    and _ours(feed.registry, feed.contract, delivery)
+                    else None
+                )
+                feed.take(offset, message, properties.message_id)
             acks.opened(tag)
             acks.handled(tag)  # acks only pace a stream's deliveries: nothing to settle
 

@@ -29,6 +29,7 @@ from gateway.follow import Follow, Numbered
 from gateway.http.sse import EventStreamResponse
 from gateway.limits import ClientLimits, WaiterSlot
 from gateway.service import GatewayService
+from gateway.topics import TopicMessage
 from gateway.types import JSON
 
 
@@ -51,8 +52,10 @@ _last_encoded: tuple[Framed, bytes] | None = None
 
 
 def encode(event: Framed) -> bytes:
-    """The event's frame. A fan-out hands one event object to every stream of its job
-    (or topic): it is encoded once, not once per stream."""
+    """The event's frame. A fan-out hands one event object to every stream of its job:
+    it is encoded once, not once per stream (a topic's message comes with its frame)."""
+    if isinstance(event, TopicMessage):
+        return event.frame
     global _last_encoded
     last = _last_encoded
     if last is not None and last[0] is event:
@@ -90,8 +93,10 @@ async def frames(
                 continue
             if not events and not follow.ended:
                 yield PING  # idle: keep proxies from closing the stream
-            for event in events:
-                yield encode(event)
+            elif len(events) == 1:
+                yield encode(events[0])
+            else:
+                yield b"".join(map(encode, events))  # what came together, in one write
 
 
 def stream_response(
