@@ -1,4 +1,4 @@
-"""bench/RESULTS.md: every target of issue 13 against its measured median, with the
+"""bench/RESULTS.md: every target of issues 13 and 14 against its measured median, with the
 command that reproduces it; CPU per request of each process; the `--workers` CPU split
 and the 16-core projection made from it; per-scenario detail, the idle-waiter runs, the
 machine, the versions and the command that reproduces the whole run."""
@@ -206,7 +206,221 @@ def targets(runs: Runs, settings: Settings, reproduce: Callable[[str], str]) -> 
                 command,
             )
         )
+    rows += topic_targets(runs, settings, reproduce)
     return rows
+
+
+def topic_targets(runs: Runs, settings: Settings, reproduce: Callable[[str], str]) -> list[Row]:
+    """Issue 14's topic-stream targets: idle subscribers' RSS, one message's fan-out, and
+    a sustained rate delivered whole and in order (with the gateway's CPU per delivery)."""
+    rows: list[Row] = []
+    if "topics" in runs:
+        command = reproduce("topics")
+        n = settings.topic_subscribers
+        kb = med(runs, "topics", "rss_per_conn_kb")
+        held = med(runs, "topics", "held")
+        rows.append(
+            Row(
+                f"{n:,} idle topic subscribers (SSE) at ≤ 16 KB RSS each, one gateway process",
+                f"{_fmt(held, 0)} held, {_fmt(kb, 1)} KB each",
+                f"{_fmt(kb / 16, 2)} x budget",
+                _met(None if kb != kb else kb <= 16 and held >= n),
+                command,
+            )
+        )
+        fan = med(runs, "topics", "fanout_all_ms")
+        got = med(runs, "topics", "received")
+        cpu = med(runs, "topics", "gateway_fanout_us_each")
+        rows.append(
+            Row(
+                f"one message (`POST /v1/topics/<topic>`) reaches all {n:,} subscribers "
+                "within 0.5 s",
+                f"{_fmt(got, 0)} reached in {_fmt(fan, 0)} ms (gateway CPU {_fmt(cpu, 0)} µs "
+                "per subscriber)",
+                f"{_fmt(fan / 500, 2)} x budget",
+                _met(None if fan != fan else fan <= 500 and got >= n),
+                command,
+            )
+        )
+    if "topicrate" in runs:
+        command = reproduce("topicrate")
+        r = runs["topicrate"]
+        subs, rate = settings.topic_rate_subscribers, settings.topic_rate
+        target = subs * rate
+        complete = med(runs, "topicrate", "complete")
+        lost = med(runs, "topicrate", "with_loss")
+        disorder = med(runs, "topicrate", "with_disorder")
+        behind = med(runs, "topicrate", "cut_short")
+        delivered = med(runs, "topicrate", "delivered_per_s")
+        whole = all(x.get("complete") == x.get("n") for x in r)
+        rows.append(
+            Row(
+                f"{rate:,.0f} messages/s (plain AMQP publisher) to {subs:,} SSE subscribers for "
+                f"{settings.topic_rate_seconds:g} s: every subscriber sees every message, in "
+                "order",
+                f"{_fmt(complete, 0)} of {subs:,} saw all; {_fmt(lost, 0)} with a loss, "
+                f"{_fmt(disorder, 0)} out of order, {_fmt(behind, 0)} still behind "
+                f"{settings.topic_rate_drain:g} s after the last publish; delivered "
+                f"{_fmt(delivered, 0)}/s of the {target:,.0f}/s published to them",
+                f"{_fmt(delivered / target, 2)} x the rate",
+                _met(whole),
+                command,
+            )
+        )
+        us = med(runs, "topicrate", "gateway_us_per_delivered")
+        pct = med(runs, "topicrate", "gateway_cpu_pct")
+        rows.append(
+            Row(
+                "(reported) gateway CPU per delivered topic message (one message to one "
+                "subscriber)",
+                f"{_fmt(us, 1)} µs (the gateway at {_fmt(pct, 0)}% of a core): one core "
+                f"delivers ~{_fmt(1e6 / us if us else NAN, 0)}/s",
+                f"{_fmt(us * target / 1e6, 1)} cores at {target:,.0f}/s",
+                "n/a",
+                command,
+            )
+        )
+    return rows
+
+
+def topics_detail(runs: Runs) -> list[str]:
+    """The idle topic subscribers' figures, median and each run."""
+    fields = [
+        ("subscribers asked / held / reached", None),
+        ("client processes", "clients"),
+        ("gateway RSS before, MB", "rss_before_mb"),
+        ("gateway RSS with all held, MB", "rss_after_mb"),
+        ("RSS per subscriber, KB", "rss_per_conn_kb"),
+        ("time to open all, s", "connect_seconds"),
+        ("gateway CPU to accept one subscriber, ms", "gateway_cpu_connect_ms_each"),
+        ("`POST` answered 202 after, ms (RabbitMQ's confirm)", "post_ms"),
+        ("fan-out to the first one, ms (POST to the first arrival)", "fanout_first_ms"),
+        ("fan-out p50, ms", "fanout_p50_ms"),
+        ("fan-out p99, ms", "fanout_p99_ms"),
+        ("fan-out to the last one, ms", "fanout_all_ms"),
+        ("gateway CPU for the fan-out, s", "gateway_fanout_cpu_s"),
+        ("gateway CPU per subscriber reached, µs", "gateway_fanout_us_each"),
+        ("client CPU during the fan-out, s (all clients)", "client_fanout_cpu_s"),
+        ("client peak RSS, MB (largest client)", "client_max_rss_mb"),
+    ]
+    lasts = ", ".join(
+        "/".join(_fmt(t, 0) for t in r.get("fanout_last_per_client_ms", [])) for r in runs["topics"]
+    )
+    causes = "; ".join(
+        ", ".join(f"{why}: {count}" for why, count in r.get("failures", {}).items()) or "none"
+        for r in runs["topics"]
+    )
+    return [
+        *_figures(runs, "topics", fields),
+        f"| each client's last arrival, ms | | {lasts} |",
+        f"| failed subscribers, by cause | | {causes} |",
+    ]
+
+
+def topicrate_detail(runs: Runs) -> list[str]:
+    fields = [
+        ("subscribers (all opened)", "opened"),
+        ("messages published / publishing time, s", None),
+        ("publisher's furthest behind its schedule, s", "publisher_behind_s"),
+        ("subscribers that saw every message in order", "complete"),
+        ("... with a message missing (a gap)", "with_loss"),
+        ("... with a message out of order", "with_disorder"),
+        ("... still behind when the drain time ran out", "cut_short"),
+        ("messages lost (in gaps), all subscribers", "missing"),
+        ("messages not yet delivered at the end, all subscribers", "undelivered"),
+        ("deliveries (messages x subscribers)", "delivered"),
+        ("window, s (first publish to last arrival or the drain's end)", "window_s"),
+        ("deliveries a second", "delivered_per_s"),
+        ("latency p50, ms (publish to arrival; one subscriber in ten)", "latency_p50_ms"),
+        ("latency p99, ms", "latency_p99_ms"),
+        ("latency max, ms", "latency_max_ms"),
+        ("gateway CPU, s", "gateway_cpu_s"),
+        ("gateway CPU, % of one core", "gateway_cpu_pct"),
+        ("gateway CPU per delivery, µs", "gateway_us_per_delivered"),
+        ("gateway CPU per message published, µs", "gateway_us_per_message"),
+        ("RabbitMQ CPU, % of one core", "rabbitmq_cpu_pct"),
+        ("clients' CPU, % of one core (all client processes)", "client_cpu_pct"),
+        ("clients' CPU per delivery, µs", "client_us_per_delivered"),
+        ("publisher CPU, s", "publisher_cpu_s"),
+        ("whole machine busy, % of one core", "machine_busy_pct"),
+        ("gateway RSS before / with the subscribers / peak, MB", "rss"),
+    ]
+    lines = _figures(runs, "topicrate", fields)
+    timeline = runs["topicrate"][-1].get("timeline", [])
+    if timeline:
+        step = max(1, len(timeline) // 30)
+        lines += [
+            "",
+            "How the subscribers kept pace (the last run; seconds from the first publish; a",
+            "subscriber's messages are those it has seen, counted from the first):",
+            "",
+            "| second | deliveries in it | slowest subscriber's messages | fastest's "
+            "| messages published | messages the gateway's feed had taken in (/metrics) |",
+            "| --- | --- | --- | --- | --- | --- |",
+            *(
+                f"| {row[0]:.0f} | {row[1]:,.0f} | {row[2]:,.0f} | {row[3]:,.0f} | {row[4]:,.0f} "
+                f"| {_fmt(row[5] if len(row) > 5 else NAN, 0)} |"
+                for row in timeline[::step]
+            ),
+        ]
+    return lines
+
+
+def _figures(runs: Runs, key: str, fields: list[tuple[str, str | None]]) -> list[str]:
+    lines = ["| figure | median | runs |", "| --- | --- | --- |"]
+    for label, field in fields:
+        if field is None and key == "topics":
+            value = " / ".join(_fmt(med(runs, key, f), 0) for f in ("n", "held", "received"))
+            each = ", ".join(f"{r['held']}/{r['received']}" for r in runs[key])
+        elif field is None:
+            value = (
+                f"{_fmt(med(runs, key, 'sent'), 0)} / {_fmt(med(runs, key, 'publish_seconds'), 2)}"
+            )
+            each = ", ".join(f"{r['sent']}/{r['publish_seconds']:.2f}" for r in runs[key])
+        elif field == "rss":
+            parts = ("rss_before_mb", "rss_held_mb", "rss_peak_mb")
+            value = " / ".join(_fmt(med(runs, key, f), 1) for f in parts)
+            each = ", ".join("/".join(_fmt(r[f], 1) for f in parts) for r in runs[key])
+        else:
+            value = _fmt(med(runs, key, field), 2)
+            each = ", ".join(_fmt(r[field], 2) for r in runs[key] if field in r)
+        lines.append(f"| {label} | {value} | {each} |")
+    return lines
+
+
+def topic_profiles(runs: Runs) -> list[str]:
+    """py-spy's view of the gateway in the last topic-stream runs (with `--py-spy`)."""
+    lines: list[str] = []
+    for key, what in (
+        ("topics", "during the fan-out of one message"),
+        ("topicrate", "while the publisher ran"),
+    ):
+        profile = next((r["profile"] for r in reversed(runs.get(key, [])) if r.get("profile")),
+                       None)  # fmt: skip
+        if not profile or not profile.get("samples"):
+            continue
+        lines += [
+            f"### `{key}`, {what} ({profile['samples']:,} samples; raw: `{profile['file']}`)",
+            "",
+            "| function (innermost frame: its own time) | share | | function (inclusive) | share |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        inclusive = [
+            (f, x) for f, x in profile["inclusive"]
+            if not f.startswith(("Command.", "Context.", "Group.", "<module>", "serve (",
+                                 "asyncio_run", "Server.run", "Runner.run", "Thread."))
+        ]  # fmt: skip
+        own = profile["self"]
+        for i in range(min(15, max(len(own), len(inclusive)))):
+            a = own[i] if i < len(own) else ("", NAN)
+            b = inclusive[i] if i < len(inclusive) else ("", NAN)
+            lines.append(f"| {a[0]} | {_pct(a[1])} | | {b[0]} | {_pct(b[1])} |")
+        lines.append("")
+    return lines
+
+
+def _pct(share: float) -> str:
+    return "" if share != share else f"{100 * share:.1f}%"
 
 
 def cpu_table(runs: Runs) -> list[str]:
@@ -533,6 +747,57 @@ def write_report(
                 *waiters_detail(runs, key),
                 "",
             ]
+    if "topics" in runs:
+        out += [
+            f"## {settings.topic_subscribers:,} idle topic subscribers",
+            "",
+            "SSE streams on `GET /v1/topics/chat.room.fanout/events` (no `after`: each starts",
+            "at the next message) on a fresh one-process gateway (`--workers 1 --topics",
+            "bench/topic-contracts`, waiter caps raised), held by client processes from their",
+            "own loopback addresses (bench/topic_streams.py: a bare asyncio Protocol on uvloop",
+            "per connection, one regular expression per read). The fan-out is timed from",
+            "sending one `POST /v1/topics/chat.room.fanout` to the last arrival on any client",
+            "(CLOCK_MONOTONIC); the subscribers stay open until all have it. RSS: the gateway's",
+            "with all held, minus before, over the subscribers held.",
+            "",
+            *topics_detail(runs),
+            "",
+        ]
+    if "topicrate" in runs:
+        out += [
+            f"## {settings.topic_rate:,.0f} messages/s to "
+            f"{settings.topic_rate_subscribers:,} topic subscribers",
+            "",
+            "A plain aio-pika publisher in a process of its own (publisher confirms, each 10 ms",
+            "tick's messages in flight together) publishes to exchange `gateway.topics` with",
+            "routing key `chat.room.rate`, as any daemon does, for "
+            f"{settings.topic_rate_seconds:g} s; each",
+            "message carries its index and the publisher's CLOCK_MONOTONIC stamp. The",
+            "subscribers (SSE, as above) check that indexes come 0, 1, 2, ... and the ids",
+            "(stream offsets) strictly increase. Latency is arrival minus publish stamp, for",
+            "every delivery to one subscriber in ten, which read as soon as data comes (a",
+            "50 µs / 1 ms histogram); the other nine read every 10 ms, many frames a read, to",
+            "spare the clients' CPU. CPU: utime + stime from the first publish to the last",
+            "arrival (or the drain time's end); per delivery = over messages x subscribers",
+            "delivered. The clients share the machine's two cores with the gateway: their CPU",
+            "is beside it. Messages not delivered when the drain time ran out, with no gap",
+            "before them, are a backlog (the gateway behind), not a loss; either fails the run.",
+            "",
+            *topicrate_detail(runs),
+            "",
+        ]
+    section = topic_profiles(runs)
+    if section:
+        out += [
+            "## Where the gateway's CPU goes in the topic-stream runs",
+            "",
+            "py-spy (`--py-spy DIR`: 500 Hz, non-blocking) on the gateway process during the",
+            "measured window. A share is of the samples in which the gateway was not idle;",
+            "time inside uvloop's C code (task steps, epoll) shows as `Runner.run`, omitted",
+            "from the inclusive column with the other frames every sample has.",
+            "",
+            *section,
+        ]
     if failures:
         out += ["## Failed measurements", "", *(f"- {f}" for f in failures), ""]
     out += [

@@ -4,6 +4,7 @@
     .venv/bin/python -m bench.run --duration 5 --repeats 1 --scenarios raw,rpc
     .venv/bin/python -m bench.run --scenarios workers --repeats 2 --output /tmp/w.md
     .venv/bin/python -m bench.run --scenarios waiters,bigwaiters --repeats 1 --output /tmp/x.md
+    .venv/bin/python -m bench.run --scenarios topics,topicrate --repeats 1 --output /tmp/t.md
 
 Every figure comes from one run, on one machine and one private RabbitMQ node. The
 scenarios take turns within each repeat (round-robin), so a slow spell of the machine
@@ -42,6 +43,8 @@ SCENARIOS = (
     "latency",
     "waiters",
     "bigwaiters",
+    "topics",
+    "topicrate",
 )
 ONCE = {"bigwaiters", "profile"}  # measured in the last repeat only
 
@@ -72,6 +75,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=4,
         help="gateway processes for `bigwaiters` (each holds under the 20,000 open files)",
+    )
+    parser.add_argument(
+        "--topic-subscribers", type=int, default=10_000, help="idle subscribers of `topics`"
+    )
+    parser.add_argument(
+        "--topic-rate", type=float, default=1_000.0, help="messages a second of `topicrate`"
+    )
+    parser.add_argument(
+        "--topic-rate-subscribers", type=int, default=1_000, help="subscribers of `topicrate`"
+    )
+    parser.add_argument(
+        "--topic-rate-seconds", type=float, default=15.0, help="publishing time of `topicrate`"
+    )
+    parser.add_argument(
+        "--topic-rate-drain",
+        type=float,
+        default=15.0,
+        help="seconds `topicrate` waits after the last publish for every subscriber to have "
+        "every message (what has not come by then is reported as not delivered)",
+    )
+    parser.add_argument(
+        "--py-spy",
+        type=Path,
+        help="a folder: record the gateway with py-spy in each topic-stream measurement "
+        "(its top functions go into the report)",
     )
     parser.add_argument(
         "--scenarios",
@@ -134,6 +162,17 @@ def plan(bench: Bench, scenarios: list[str]) -> list[tuple[str, Any]]:
         steps += [("waiters", lambda: bench.idle_waiters(s.waiters, s.waiters_workers))]
     if "bigwaiters" in scenarios:
         steps += [("bigwaiters", lambda: bench.idle_waiters(s.big_waiters, s.big_waiters_workers))]
+    if "topics" in scenarios:
+        steps += [("topics", lambda: bench.topic_subscribers(s.topic_subscribers))]
+    if "topicrate" in scenarios:
+        steps += [
+            (
+                "topicrate",
+                lambda: bench.topic_rate(
+                    s.topic_rate_subscribers, s.topic_rate, s.topic_rate_seconds
+                ),
+            )
+        ]
     return steps
 
 
@@ -151,6 +190,12 @@ def main(argv: list[str] | None = None) -> int:
         workers_concurrency=args.workers_concurrency,
         big_waiters=args.big_waiters,
         big_waiters_workers=args.big_waiters_workers,
+        topic_subscribers=args.topic_subscribers,
+        topic_rate=args.topic_rate,
+        topic_rate_subscribers=args.topic_rate_subscribers,
+        topic_rate_seconds=args.topic_rate_seconds,
+        topic_rate_drain=args.topic_rate_drain,
+        py_spy=args.py_spy,
     )
     bench = Bench(work, settings)
     runs: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -173,6 +218,11 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 runs[key].append(result)
                 print(_brief(result), flush=True)
+                # A measurement that ran but found the gateway wrong (a topic message lost
+                # or out of order) keeps its figures, and fails the run.
+                for problem in result.get("problems", []):
+                    failures.append(f"repeat {repeat}, {key}: {problem}")
+                    print(f"  FAILED: {problem}", flush=True)
     except KeyboardInterrupt:
         print("\ninterrupted: stopping everything", flush=True)
         failures.append("interrupted by Ctrl-C")
@@ -233,6 +283,13 @@ def _brief(result: dict[str, Any]) -> str:
         return ", ".join(
             f"{kind}: {max((v, k) for k, v in shares.items() if k != '(samples)')[1]} first"
             for kind, shares in result.items()
+        )
+    if "delivered_per_s" in result:  # topicrate
+        return (
+            f"{result['complete']}/{result['n']} subscribers saw all {result['messages']:,} "
+            f"in order, {result['delivered']:,} delivered at {result['delivered_per_s']:,.0f}/s, "
+            f"gateway {result['gateway_us_per_delivered']:.1f} µs CPU each, "
+            f"p50 {result['latency_p50_ms']:.1f} ms p99 {result['latency_p99_ms']:.1f} ms"
         )
     if "rps" in result:
         return (

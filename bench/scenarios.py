@@ -31,6 +31,8 @@ from bench.procs import (
 from tests.support import RabbitNode, free_port
 
 CONTRACTS = ROOT / "bench" / "contracts"
+# The topic contracts of the topic-stream runs: a copy of schemas/topics/chat.room.json.
+TOPIC_CONTRACTS = ROOT / "bench" / "topic-contracts"
 GATEWAY = str(ROOT / ".venv" / "bin" / "gateway")
 OPS = {"light": "echo.light", "durable": "echo"}
 IDLE_OP = "idle"
@@ -54,6 +56,13 @@ class Settings:
     workers_concurrency: int = 128
     big_waiters: int = 50_000
     big_waiters_workers: int = 4
+    topic_subscribers: int = 10_000
+    topic_rate: float = 1_000.0
+    topic_rate_subscribers: int = 1_000
+    topic_rate_seconds: float = 15.0
+    topic_rate_drain: float = 15.0
+    py_spy: Path | None = None
+    """A folder: record the gateway with py-spy during each topic-stream measurement."""
 
 
 @dataclass
@@ -86,7 +95,9 @@ class Bench:
         self.waiters_broker = ""
         self.workers_broker = ""
         self.workers_worker: Proc | None = None
+        self.topics_broker = ""
         self.rabbit_pid = 0
+        self.runs = 0  # topic-stream measurements made (names their py-spy files)
 
     # -- start and stop -------------------------------------------------------------
 
@@ -366,6 +377,97 @@ class Bench:
                 self.procs.stop(client)
             result["workers"] = workers
             return result
+        finally:
+            self.procs.stop(gateway.proc)
+
+    # -- topic streams (issue 14) ----------------------------------------------------------
+
+    def _topic_gateway(self, name: str) -> Gateway:
+        """A fresh one-process gateway with the bench's topic contracts, on a vhost of its
+        own (made once: its streams stay between runs; a feed starts at their end)."""
+        if not self.topics_broker:
+            self.topics_broker = self.node.add_vhost("bench-topics")
+        return self.start_gateway(
+            name,
+            self.topics_broker,
+            workers=1,
+            store="gateway-topics",
+            extra=("--topics", str(TOPIC_CONTRACTS)),
+        )
+
+    def _py_spy(self, name: str) -> list[str]:
+        folder = self.settings.py_spy
+        if folder is None:
+            return []
+        folder.mkdir(parents=True, exist_ok=True)
+        self.runs += 1
+        return ["--py-spy", str(folder / f"{name}-{self.runs}.txt")]
+
+    def topic_subscribers(self, n: int) -> dict[str, Any]:
+        """n idle SSE subscribers of one topic on a fresh one-process gateway: RSS per
+        subscriber, and the fan-out of one `POST /v1/topics/<topic>` to all of them."""
+        gateway = self._topic_gateway(f"gateway-topics-{n}")
+        try:
+            client = self.procs.start(
+                f"topics-{n}",
+                [
+                    PYTHON,
+                    "-m",
+                    "bench.topic_streams",
+                    "fanout",
+                    gateway.url,
+                    self.topics_broker,
+                    "--gateway-pid",
+                    str(gateway.proc.pid),
+                    "--n",
+                    str(n),
+                    *self._py_spy("topics"),
+                ],
+                nofile=NOFILE,
+            )
+            try:
+                return client.wait_result(WAITERS_MAX_WAIT)
+            finally:
+                self.procs.stop(client)
+        finally:
+            self.procs.stop(gateway.proc)
+
+    def topic_rate(self, n: int, rate: float, seconds: float) -> dict[str, Any]:
+        """A plain AMQP publisher sends `rate` messages a second for `seconds` to one
+        topic with n SSE subscribers on a fresh one-process gateway: loss, order, the
+        gateway's CPU per delivered message, latency."""
+        gateway = self._topic_gateway(f"gateway-topicrate-{n}")
+        try:
+            client = self.procs.start(
+                f"topicrate-{n}",
+                [
+                    PYTHON,
+                    "-m",
+                    "bench.topic_streams",
+                    "rate",
+                    gateway.url,
+                    self.topics_broker,
+                    "--gateway-pid",
+                    str(gateway.proc.pid),
+                    "--rabbit-pid",
+                    str(self.rabbit_pid),
+                    "--n",
+                    str(n),
+                    "--rate",
+                    str(rate),
+                    "--seconds",
+                    str(seconds),
+                    "--drain",
+                    str(self.settings.topic_rate_drain),
+                    *self._py_spy("topicrate"),
+                ],
+                nofile=NOFILE,
+            )
+            try:
+                timeout = seconds * 3 + self.settings.topic_rate_drain + WAITERS_MAX_WAIT
+                return client.wait_result(timeout)
+            finally:
+                self.procs.stop(client)
         finally:
             self.procs.stop(gateway.proc)
 
