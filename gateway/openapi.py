@@ -49,6 +49,21 @@ def _json(schema: JSONObject, description: str) -> JSONObject:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
+def _events_page(item: str, description: str) -> JSONObject:
+    """A long-poll's answer: `{"events": [...], "next": S}`."""
+    return _json(
+        {
+            "type": "object",
+            "required": ["events", "next"],
+            "properties": {
+                "events": {"type": "array", "items": _ref(item)},
+                "next": {"type": "integer"},
+            },
+        },
+        description,
+    )
+
+
 ERRORS = {
     "400": _json(_ref("Error"), "Malformed JSON or a bad parameter"),
     "404": _json(_ref("Error"), "Unknown operation or job"),
@@ -138,17 +153,7 @@ def _topic_paths(topics: TopicRegistry, schemas: JSONObject) -> dict[str, Any]:
                 "honours Last-Event-ID. Without `after`: from the next message.",
                 "parameters": [TOPIC, WAIT, {**AFTER, "description": "A message's seq"}],
                 "responses": {
-                    "200": _json(
-                        {
-                            "type": "object",
-                            "required": ["events", "next"],
-                            "properties": {
-                                "events": {"type": "array", "items": _ref("TopicMessage")},
-                                "next": {"type": "integer"},
-                            },
-                        },
-                        "Messages after `after`",
-                    ),
+                    "200": _events_page("TopicMessage", "Messages after `after`"),
                     "400": ERRORS["400"],
                     "404": ERRORS["404"],
                 },
@@ -224,17 +229,7 @@ def build_openapi(contracts: ContractRegistry, topics: TopicRegistry | None = No
                 "operationId": "get_job_events",
                 "parameters": [JOB_ID, WAIT, AFTER],
                 "responses": {
-                    "200": _json(
-                        {
-                            "type": "object",
-                            "required": ["events", "next"],
-                            "properties": {
-                                "events": {"type": "array", "items": _ref("Event")},
-                                "next": {"type": "integer"},
-                            },
-                        },
-                        "Events after `after`",
-                    ),
+                    "200": _events_page("Event", "Events after `after`"),
                     "400": ERRORS["400"],
                     "404": ERRORS["404"],
                 },

@@ -29,7 +29,8 @@ from gateway.metrics import Metrics
 from gateway.peers import PeerNotices
 from gateway.store import Created, JobStore
 from gateway.topic_contracts import TopicContract, TopicRegistry
-from gateway.topics import TopicLog, TopicMessage
+from gateway.topic_feed import TopicMessage
+from gateway.topics import TopicLog
 from gateway.trust import broker_user
 from gateway.types import JSON
 from gateway.wire import AnswerType, answer_type

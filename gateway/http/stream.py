@@ -29,7 +29,7 @@ from gateway.follow import Follow, Numbered
 from gateway.http.sse import EventStreamResponse
 from gateway.limits import ClientLimits, WaiterSlot
 from gateway.service import GatewayService
-from gateway.topics import TopicMessage
+from gateway.topic_feed import TopicMessage
 from gateway.types import JSON
 
 
