@@ -8,12 +8,13 @@ from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
 from starlette.middleware.cors import CORSMiddleware
-from starlette.routing import Mount
+from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.auth import Authenticator
 from gateway.config import Settings
+from gateway.console import Console
 from gateway.contracts import ContractRegistry
 from gateway.http import jobs, ops, system, topics
 from gateway.http.responses import EXCEPTION_HANDLERS
@@ -95,10 +96,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 await siblings.stop()
             await service.stop()
 
-    pages = [
+    pages: list[BaseRoute] = [
         Mount(prefix.rstrip("/"), app=StaticFiles(directory=folder, html=True))
         for prefix, folder in settings.static
     ]
+    if settings.console:
+        pages = [*Console().routes, *pages]
     app = Starlette(
         routes=[*ops.routes, *jobs.routes, *topics.routes, *system.routes, *pages],
         exception_handlers=EXCEPTION_HANDLERS,

@@ -102,6 +102,14 @@ def _static(item: str) -> tuple[str, Path]:
     "/chat=examples/chat (repeat the flag; in the variable, separate them with spaces).",
 )
 @click.option(
+    "--console/--no-console",
+    "console",
+    envvar="GATEWAY_CONSOLE",
+    default=True,
+    show_envvar=True,
+    help="Serve the console, a page to see and drive the gateway, at /console/.",
+)
+@click.option(
     "--store",
     "store_url",
     envvar="GATEWAY_STORE",

@@ -47,6 +47,8 @@ class Settings:
     resuming from further back is caught up from the stream itself."""
     static: tuple[tuple[str, Path], ...] = ()
     """Folders of static files served at URL path prefixes (`/chat` -> examples/chat)."""
+    console: bool = True
+    """Serve the console (gateway/console/) at /console/."""
     store_url: str = DEFAULT_STORE_URL
     max_body_bytes: int = 1024 * 1024
     """Requests with a larger body are refused with 413."""
