@@ -15,7 +15,6 @@ import os
 import secrets
 import shutil
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,65 +24,13 @@ import httpx
 import pytest
 
 from gateway.config import AuthSettings, Settings
+from tests.browser import Chromium, Page, browser_missing, running_chromium
 from tests.polyglot import start_worker
 from tests.support import ROOT, RabbitNode, make_settings, serve_gateway
 
 CHAT = ROOT / "examples" / "chat"
 DAEMON = ROOT / "examples" / "perl" / "chat_daemon.pl"
-PLAYWRIGHT = ROOT / "clients" / "js" / "node_modules" / "playwright-core"
-CHROMIUM = Path(os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium"))
-
 pytestmark = pytest.mark.timeout(180)
-
-# Runs Playwright calls the test sends on stdin, one JSON object a line:
-# {"id", "page"?, "method", "args"}; "newPage" opens a page (in a context of its own, so
-# pages share no storage), "problems" lists a page's console errors, "closePages" closes
-# every page (and so their streams); any other method is called on the page. Each answer
-# is a line {"id", "value"} or {"id", "error"}.
-BRIDGE = r"""
-const readline = require('node:readline');
-const { chromium } = require(process.env.PLAYWRIGHT_CORE);
-
-(async () => {
-  const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM_PATH,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-           '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
-  const pages = [];
-  const problems = [];
-  const answer = (line) => process.stdout.write(JSON.stringify(line) + '\n');
-  const plain = (v) => v === null || typeof v !== 'object' || Array.isArray(v)
-    || Object.getPrototypeOf(v) === Object.prototype;
-  answer({ ready: true });
-  for await (const line of readline.createInterface({ input: process.stdin })) {
-    const { id, page, method, args = [] } = JSON.parse(line);
-    try {
-      let value;
-      if (method === 'newPage') {
-        const opened = await browser.newPage();
-        opened.setDefaultTimeout(Number(process.env.PAGE_TIMEOUT_MS));
-        const index = pages.push(opened) - 1;
-        problems[index] = [];
-        opened.on('console', (m) => m.type() === 'error' && problems[index].push(m.text()));
-        opened.on('pageerror', (e) => problems[index].push(String(e)));
-        value = index;
-      } else if (method === 'problems') {
-        value = problems[page];
-      } else if (method === 'closePages') {
-        await Promise.all(pages.filter((p) => !p.isClosed()).map((p) => p.close()));
-      } else {
-        value = await pages[page][method](...args);
-        if (value && typeof value.jsonValue === 'function') value = await value.jsonValue();
-      }
-      answer({ id, value: value === undefined || !plain(value) ? null : value });
-    } catch (error) {
-      answer({ id, error: String(error.message ?? error) });
-    }
-  }
-  await browser.close();
-})().catch((error) => { console.error(error); process.exit(1); });
-"""
 
 # What a page shows, as [from, text] pairs in order.
 SHOWN = (
@@ -92,61 +39,7 @@ SHOWN = (
 )
 
 
-class Chromium:
-    """The bridge process, and calls to it."""
-
-    def __init__(self, process: asyncio.subprocess.Process) -> None:
-        self.process = process
-        self._ids = 0
-        self._lock = asyncio.Lock()
-
-    async def call(self, method: str, *args: Any, page: int | None = None) -> Any:
-        assert self.process.stdin is not None and self.process.stdout is not None
-        async with self._lock:
-            self._ids += 1
-            request = {"id": self._ids, "page": page, "method": method, "args": list(args)}
-            self.process.stdin.write(json.dumps(request).encode() + b"\n")
-            await self.process.stdin.drain()
-            line = await self.process.stdout.readline()
-        if not line:
-            raise RuntimeError("the Chromium bridge exited")
-        reply = json.loads(line)
-        assert reply["id"] == self._ids
-        if "error" in reply:
-            problems = await self.call("problems", page=page) if page is not None else []
-            raise AssertionError("\n".join([f"{method}{tuple(args)}: {reply['error']}", *problems]))
-        return reply["value"]
-
-    @asynccontextmanager
-    async def pages_closed_after(self) -> AsyncIterator[None]:
-        """Close every page at the end of the block: a gateway's graceful shutdown waits
-        for the topic streams its pages hold open (they never end by themselves)."""
-        try:
-            yield
-        finally:
-            await self.call("closePages")
-
-    async def new_page(self, url: str) -> ChatPage:
-        page = ChatPage(self, await self.call("newPage"))
-        await page.call("goto", url)
-        return page
-
-
-@dataclass
-class ChatPage:
-    chromium: Chromium
-    index: int
-
-    async def call(self, method: str, *args: Any) -> Any:
-        return await self.chromium.call(method, *args, page=self.index)
-
-    async def wait_for(self, expression: str) -> None:
-        """Until `expression` (JavaScript, in the page) is true, checked on every frame."""
-        await self.call("waitForFunction", expression)
-
-    async def evaluate(self, expression: str) -> Any:
-        return await self.call("evaluate", expression)
-
+class ChatPage(Page):
     async def live(self) -> None:
         await self.wait_for("document.querySelector('#status').dataset.state === 'live'")
 
@@ -181,7 +74,7 @@ class Chat:
         return f"{self.url}/chat/#{room}"
 
     async def open(self, room: str) -> ChatPage:
-        page = await self.chromium.new_page(self.room_url(room))
+        page = ChatPage(self.chromium, await self.chromium.open(self.room_url(room)))
         await page.live()
         return page
 
@@ -190,53 +83,12 @@ def new_room() -> str:
     return "r-" + secrets.token_hex(4)
 
 
-def browser_missing() -> list[str]:
-    """What the browser tests need and this machine lacks."""
-    needs = (
-        ("node", shutil.which("node") is not None),
-        (f"Chromium at {CHROMIUM} (deploy/install-system-deps.sh chromium)", CHROMIUM.exists()),
-        ("playwright-core (make setup: npm ci in clients/js)", PLAYWRIGHT.is_dir()),
-    )
-    return [what for what, present in needs if not present]
-
-
-async def start_chromium() -> Chromium:
-    process = await asyncio.create_subprocess_exec(
-        "node",
-        "-e",
-        BRIDGE,
-        env={
-            **os.environ,
-            "PLAYWRIGHT_CORE": str(PLAYWRIGHT),
-            "CHROMIUM_PATH": str(CHROMIUM),
-            "PAGE_TIMEOUT_MS": "30000",
-        },
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-    )
-    assert process.stdout is not None
-    async with asyncio.timeout(60):
-        ready = await process.stdout.readline()
-    assert json.loads(ready or b"{}").get("ready"), "the Chromium bridge did not start"
-    return Chromium(process)
-
-
 @pytest.fixture(scope="module")
 async def chromium() -> AsyncIterator[Chromium]:
     if missing := browser_missing() + ([] if shutil.which("perl") else ["perl"]):
         pytest.skip("no " + ", no ".join(missing))
-    browser = await start_chromium()
-    try:
+    async with running_chromium() as browser:
         yield browser
-    finally:
-        assert browser.process.stdin is not None
-        browser.process.stdin.close()
-        try:
-            async with asyncio.timeout(30):
-                await browser.process.wait()
-        except TimeoutError:
-            browser.process.kill()
-            await browser.process.wait()
 
 
 def chat_settings(tmp: Path, broker_url: str, **overrides: Any) -> tuple[Settings, dict[str, str]]:
@@ -391,7 +243,7 @@ async def test_with_auth_on_the_page_uses_a_key_and_subscribe_tokens(
     )
     room = new_room()
     async with serve_gateway(settings, ops) as gateway, chromium.pages_closed_after():
-        page = await chromium.new_page(f"{gateway.url}/chat/#{room}")
+        page = ChatPage(chromium, await chromium.open(f"{gateway.url}/chat/#{room}"))
         # Without a key the stream is refused (401), and the page says so.
         await page.wait_for("document.querySelector('#status').dataset.state === 'error'")
         # Note the URLs the page opens streams at from here on.
