@@ -80,7 +80,9 @@ def test_config_fits_the_gateways_limits() -> None:
     timeouts = [seconds(v) for v in re.findall(r"proxy_read_timeout\s+(\w+);", text)]
     assert timeouts
     assert min(timeouts) > max(defaults.max_wait_seconds, defaults.sse_ping_seconds)
-    events = re.search(r"location ~ \^/v1/jobs/\[\^/\]\+/events\$ \{(.*?)\}", text, re.S)
+    events = re.search(
+        r"location ~ \^/v1/\(jobs\|topics\)/\[\^/\]\+/events\$ \{(.*?)\}", text, re.S
+    )
     assert events, "no location for the event streams"
     assert re.search(r"proxy_buffering\s+off;", events.group(1))
     assert re.search(r"gzip\s+off;", events.group(1))
