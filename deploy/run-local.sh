@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `make run`: RabbitMQ (yours, if GATEWAY_BROKER_URL reaches one; else a project-local
-# node), the gateway on GATEWAY_PORT (default 8000) serving the chat example
+# node), the gateway on GATEWAY_PORT (default 8000) serving its console at /console/, the chat example
 # (examples/chat/) at /chat/, the example workers and the chat daemon, and the browser
 # example (examples/browser/) on GATEWAY_EXAMPLE_PORT (default 8001), whose origin is added
 # to GATEWAY_CORS_ORIGINS. Ctrl-C (or killing this script's process group) stops the
@@ -85,7 +85,9 @@ fi
 cat <<MSG
 
 The gateway is up on http://127.0.0.1:$port with workers for math.add, report.generate
-and echo (Python) and text.upper (Perl). Try:
+and echo (Python) and text.upper (Perl).
+The console (operations, a form for each, jobs live, topics): http://127.0.0.1:$port/console/
+Try:
   curl -s -H 'Content-Type: application/json' -d '{"a": 2, "b": 3}' 'http://127.0.0.1:$port/v1/ops/math.add?wait=5'
   curl -si -H 'Content-Type: application/json' -d '{"title": "Q3", "sections": 4}' http://127.0.0.1:$port/v1/ops/report.generate
   curl -s "http://127.0.0.1:$port\$LOCATION?wait=30"      # LOCATION from the line above

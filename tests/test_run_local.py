@@ -106,6 +106,10 @@ def test_process_group_kill_leaves_the_node_up_and_stop_leaves_nothing(tmp_path:
         assert httpx.get(f"{example}/examples/browser/app.js").status_code == 200
         for private in ("/README.md", "/var/gateway.sqlite3", "/deploy/run-local.sh"):
             assert httpx.get(f"{example}{private}").status_code == 404, private
+        # The console is served by the gateway itself, with its client module.
+        console = httpx.get(f"{gateway}/console/")
+        assert console.status_code == 200 and "js/app.js" in console.text
+        assert httpx.get(f"{gateway}/console/client/index.js").status_code == 200
         # The gateway allows the page's origin (by either name), and keeps the caller's.
         for origin in (example, f"http://localhost:{example_port}", USER_ORIGIN):
             allowed = httpx.get(f"{gateway}/v1/ops", headers={"Origin": origin})
