@@ -1,18 +1,46 @@
-"""`/v1/jobs/{id}`: a job, cancelling it, and its events (long-poll JSON or SSE)."""
+"""`/v1/jobs`: the caller's recent jobs, a job, cancelling it, and its events (long-poll
+JSON or SSE)."""
 
 from __future__ import annotations
 
 from contextlib import nullcontext
+from dataclasses import replace
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from gateway.auth import Principal
+from gateway.errors import Forbidden
 from gateway.http.access import caller, client_key, job_json, limits_of
 from gateway.http.ops import service_of
-from gateway.http.params import after_seq, resume_after, wait_seconds
+from gateway.http.params import after_seq, encode_cursor, job_query, resume_after, wait_seconds
 from gateway.http.responses import ORJSONResponse
 from gateway.http.stream import event_stream, wants_event_stream
+
+
+def listed_owner(principal: Principal) -> tuple[str | None, bool]:
+    """Whose jobs the caller may list, as (owner, everyone): as `Principal.may_read`
+    decides, one's own with auth on, everyone's with it off. A job or subscribe token
+    opens its one thing only (and has no subject, which would read as everyone)."""
+    if principal.is_token:
+        raise Forbidden("a job or subscribe token may not list jobs")
+    return principal.subject, principal.subject is None
+
+
+async def list_jobs(request: Request) -> Response:
+    principal = await caller(request)
+    owner, everyone = listed_owner(principal)
+    query = job_query(request, owner=owner, everyone=everyone)
+    # One more than the page: whether a next page starts after it.
+    found = await service_of(request).store.list_jobs(replace(query, limit=query.limit + 1))
+    page = found[: query.limit]
+    return ORJSONResponse(
+        {
+            "jobs": [job_json(request, job) for job in page],
+            "next_cursor": encode_cursor(page[-1]) if len(found) > query.limit else None,
+        }
+    )
 
 
 async def get_job(request: Request) -> Response:
@@ -59,6 +87,7 @@ async def cancel_job(request: Request) -> Response:
 
 
 routes = [
+    Route("/v1/jobs", list_jobs, methods=["GET"]),
     Route("/v1/jobs/{job_id}", get_job, methods=["GET"]),
     Route("/v1/jobs/{job_id}", cancel_job, methods=["DELETE"]),
     Route("/v1/jobs/{job_id}/events", get_events, methods=["GET"]),

@@ -1,17 +1,29 @@
-"""Reading what clients send: JSON bodies under a size limit, and `wait` / `after`."""
+"""Reading what clients send: JSON bodies under a size limit, `wait` / `after`, and the
+filters and cursor of a job listing."""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import math
 import re
+from typing import get_args
 
 import orjson
 from starlette.requests import Request
 
 from gateway.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
-from gateway.types import JSON
+from gateway.jobs import Job
+from gateway.store.base import JobQuery, newest_first
+from gateway.types import JSON, Status
 
 MAX_DEADLINE_SECONDS = 366 * 24 * 3600
 SEQ = re.compile(r"^[0-9]{1,18}$")
+STATUSES: tuple[Status, ...] = get_args(Status)
+DEFAULT_PAGE = 20
+MAX_PAGE = 100
+MAX_NAME = 255  # of an op, as of an Idempotency-Key
+CURSOR = re.compile(r"^[A-Za-z0-9_-]{1,512}$")
 PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*\"?([0-9]+(?:\.[0-9]+)?)\"?", re.IGNORECASE)
 
 
@@ -122,3 +134,81 @@ def resume_point(request: Request) -> int | None:
             )
         return int(raw)
     return after_seq(request)
+
+
+def job_query(request: Request, *, owner: str | None, everyone: bool) -> JobQuery:
+    """`GET /v1/jobs?op=&status=&limit=&cursor=`, as the store's query of whose jobs the
+    caller may see (that is the caller's business, not the query string's)."""
+    params = request.query_params
+    op = params.get("op")
+    if op is not None and not _is_name(op):
+        raise BadRequest(
+            f"op must be an operation's name: 1 to {MAX_NAME} characters, no NUL",
+            code="invalid_parameter",
+        )
+    cursor = params.get("cursor")
+    return JobQuery(
+        owner=owner,
+        everyone=everyone,
+        op=op,
+        status=_status(params.get("status")),
+        before=None if cursor is None else decode_cursor(cursor),
+        limit=_page_size(params.get("limit")),
+    )
+
+
+def _is_name(text: str) -> bool:
+    """Could name an operation or a job: no name is longer, or holds a NUL (which
+    PostgreSQL's text cannot, so it would fail the query instead of matching nothing)."""
+    return 1 <= len(text) <= MAX_NAME and "\x00" not in text
+
+
+def _status(raw: str | None) -> Status | None:
+    if raw is None:
+        return None
+    for status in STATUSES:
+        if raw == status:
+            return status
+    raise BadRequest(
+        f"status must be one of {', '.join(STATUSES)}, not {raw!r}", code="invalid_parameter"
+    )
+
+
+def _page_size(raw: str | None) -> int:
+    if raw is None:
+        return DEFAULT_PAGE
+    if not SEQ.match(raw) or not 1 <= int(raw) <= MAX_PAGE:
+        raise BadRequest(
+            f"limit must be a whole number from 1 to {MAX_PAGE}, not {raw!r}",
+            code="invalid_parameter",
+        )
+    return int(raw)
+
+
+def encode_cursor(job: Job) -> str:
+    """Where a page of a job listing ended (its last job): opaque to clients."""
+    return base64.urlsafe_b64encode(orjson.dumps(newest_first(job))).rstrip(b"=").decode()
+
+
+def decode_cursor(raw: str) -> tuple[float, str]:
+    """The position `encode_cursor` gave; 400 for anything else. It is only ever a
+    position: the store takes both parts as values, never as SQL."""
+    try:
+        if not CURSOR.match(raw):
+            raise ValueError
+        position = orjson.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
+        created_at, job_id = position
+        if (
+            not isinstance(created_at, int | float)
+            or isinstance(created_at, bool)
+            or not math.isfinite(created_at)
+            or not isinstance(job_id, str)
+            or not _is_name(job_id)
+        ):
+            raise ValueError
+    except (ValueError, TypeError, binascii.Error):  # orjson's decode error is a ValueError
+        raise BadRequest(
+            "cursor must be the next_cursor of a page of this listing, as it came",
+            code="invalid_parameter",
+        ) from None
+    return float(created_at), job_id

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
-from gateway.store.base import Created, JobStore, Overdue, Recorded
+from gateway.store.base import Created, JobQuery, JobStore, JobTiming, Overdue, Recorded
 from gateway.store.sqlite import SQLiteStore
 
-__all__ = ["Created", "JobStore", "Overdue", "Recorded", "SQLiteStore", "open_store"]
+__all__ = [
+    "Created",
+    "JobQuery",
+    "JobStore",
+    "JobTiming",
+    "Overdue",
+    "Recorded",
+    "SQLiteStore",
+    "open_store",
+]
 
 
 def open_store(url: str) -> JobStore:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from gateway.jobs import Event, Job
-from gateway.types import JSON, EventType
+from gateway.types import JSON, EventType, Status
 
 Overdue = Literal["deadline", "lease", "unconfirmed"]
 """Why a sweep found a job overdue: past its deadline, its worker's lease lapsed, or a
@@ -34,6 +34,60 @@ class Recorded:
     job: Job
     event: Event | None
     """None when the state machine ignored the event (e.g. after a terminal one)."""
+
+
+ANSWER_EVENTS = ("started", "progress", "result", "error")
+"""The event types that answer a job (`JobTiming.answered_at`): all but `queued`,
+`cancelled` and `expired`, which a job may meet while still in its queue."""
+
+
+@dataclass(frozen=True, slots=True)
+class JobTiming:
+    """What per-operation figures need of a job (`JobStore.recent_timings`)."""
+
+    status: Status
+    created_at: float
+    answered_at: float | None
+    """When its first answer event came (`ANSWER_EVENTS`: in practice the worker's first
+    answer, or the gateway's error for a job no worker took): None if none yet, or if it
+    ended without one (cancelled or expired in its queue)."""
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class JobQuery:
+    """Which jobs `JobStore.list_jobs` lists, newest first (by `created_at`, ties by
+    `id`). Whose must be said: one owner's, or (auth off) everyone's; never by default."""
+
+    owner: str | None = None
+    """Only the jobs this subject owns (`Job.owner`)."""
+    everyone: bool = False
+    """Every owner's jobs, and those of none."""
+    op: str | None = None
+    status: Status | None = None
+    before: tuple[float, str] | None = None
+    """Only jobs after this (created_at, id) in the order: where the last page ended."""
+    limit: int = 20
+
+    def __post_init__(self) -> None:
+        if (self.owner is not None) == self.everyone:
+            raise ValueError("a job query names one owner, or everyone, not both or neither")
+        if self.limit < 0:
+            raise ValueError("a job query's limit cannot be negative")
+
+    def matches(self, job: Job) -> bool:
+        """Whether `job` is one this query lists (for stores that filter in Python)."""
+        return (
+            (self.everyone or job.owner == self.owner)
+            and (self.op is None or job.op == self.op)
+            and (self.status is None or job.status == self.status)
+            and (self.before is None or (job.created_at, job.id) < self.before)
+        )
+
+
+def newest_first(job: Job) -> tuple[float, str]:
+    """The sort key of `JobStore.list_jobs` (descending): what a cursor records."""
+    return (job.created_at, job.id)
 
 
 class JobStore(ABC):
@@ -106,3 +160,13 @@ class JobStore(ABC):
     @abstractmethod
     async def events(self, job_id: str, after: int = 0, limit: int = 1000) -> list[Event]:
         """The job's events with seq > after, in order."""
+
+    @abstractmethod
+    async def list_jobs(self, query: JobQuery) -> list[Job]:
+        """The jobs `query` asks for, newest first (by created_at, then id, both
+        descending), at most `query.limit` of them."""
+
+    @abstractmethod
+    async def recent_timings(self, op: str, since: float, limit: int = 1000) -> list[JobTiming]:
+        """The jobs of `op` last updated at or after `since` (so every job created since
+        then, too), most recently updated first, at most `limit` of them."""

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 from gateway.errors import ServiceUnavailable
 from gateway.jobs import Event, Job
 from gateway.stall import StallWatch
-from gateway.store.base import Created, JobStore, Overdue, Recorded
+from gateway.store.base import Created, JobQuery, JobStore, JobTiming, Overdue, Recorded
 from gateway.types import JSON, EventType
 
 log = logging.getLogger("gateway.store")
@@ -177,3 +177,9 @@ class BoundedStore(JobStore):
 
     async def events(self, job_id: str, after: int = 0, limit: int = 1000) -> list[Event]:
         return await self._bounded(lambda: self.store.events(job_id, after, limit))
+
+    async def list_jobs(self, query: JobQuery) -> list[Job]:
+        return await self._bounded(lambda: self.store.list_jobs(query))
+
+    async def recent_timings(self, op: str, since: float, limit: int = 1000) -> list[JobTiming]:
+        return await self._bounded(lambda: self.store.recent_timings(op, since, limit))

@@ -10,13 +10,23 @@ first (then the oldest of all).
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import secrets
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from gateway.jobs import Event, Job, apply
-from gateway.store.base import Created, JobStore, Overdue, Recorded
+from gateway.store.base import (
+    ANSWER_EVENTS,
+    Created,
+    JobQuery,
+    JobStore,
+    JobTiming,
+    Overdue,
+    Recorded,
+    newest_first,
+)
 from gateway.types import JSON, EventType
 
 
@@ -123,6 +133,25 @@ class MemoryStore(JobStore):
             return []
         # seq n is at index n-1: the log has no gaps.
         return entry.events[after : after + limit]
+
+    async def list_jobs(self, query: JobQuery) -> list[Job]:
+        # A look at every job (at most max_jobs): creation order is nearly, not exactly,
+        # created_at order (clocks step), so no early stop is safe.
+        jobs = (e.job for e in self._entries.values() if query.matches(e.job))
+        return heapq.nlargest(query.limit, jobs, key=newest_first)
+
+    async def recent_timings(self, op: str, since: float, limit: int = 1000) -> list[JobTiming]:
+        timings = (
+            JobTiming(
+                e.job.status,
+                e.job.created_at,
+                next((v.time for v in e.events if v.type in ANSWER_EVENTS), None),
+                e.job.updated_at,
+            )
+            for e in self._entries.values()
+            if e.job.op == op and e.job.updated_at >= since
+        )
+        return heapq.nlargest(limit, timings, key=lambda t: t.updated_at)
 
     async def touch(self, job_id: str, lease_until: float) -> bool:
         entry = self._entries.get(job_id)

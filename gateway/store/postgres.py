@@ -22,7 +22,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import asyncpg  # type: ignore[import-untyped]
 
 from gateway.jobs import Event, Job, apply
-from gateway.store.base import Created, JobStore, Overdue, Recorded
+from gateway.store.base import Created, JobQuery, JobStore, JobTiming, Overdue, Recorded
 from gateway.store.rows import (
     EVENT_COLUMNS,
     INSERT_JOB_ARITY,
@@ -35,7 +35,9 @@ from gateway.store.rows import (
     insert_job_row,
     job_from_row,
     job_state_row,
+    listing_sql,
     stored_job_from_row,
+    timings_sql,
 )
 from gateway.types import JSON, EventType
 
@@ -47,6 +49,11 @@ SCHEMA_VERSION = 1
 SCHEMA_LOCK = 0x67617465776179  # "gateway"
 
 # Table names carry a prefix: the store may share a database with other applications.
+# Indexes are made (and dropped) here without a new version: an existing database gets
+# them when a gateway opens it, and gateways of the version before still use it.
+# gateway_jobs_op_updated serves retention and per-operation figures (it was once
+# gateway_jobs_finished, of finished jobs only); the *_recent ones serve listing, newest
+# first, ids ordered bytewise ("C") as the other stores order them.
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS gateway_jobs (
     id text PRIMARY KEY,
@@ -74,8 +81,14 @@ CREATE INDEX IF NOT EXISTS gateway_jobs_lease ON gateway_jobs (lease_until)
     WHERE lease_until IS NOT NULL AND status = 'running';
 CREATE INDEX IF NOT EXISTS gateway_jobs_unconfirmed ON gateway_jobs (created_at)
     WHERE NOT published AND idempotency_key IS NOT NULL AND status = 'queued';
-CREATE INDEX IF NOT EXISTS gateway_jobs_finished ON gateway_jobs (op, updated_at)
-    WHERE status IN ('succeeded', 'failed', 'cancelled', 'expired');
+DROP INDEX IF EXISTS gateway_jobs_finished;
+CREATE INDEX IF NOT EXISTS gateway_jobs_op_updated ON gateway_jobs (op, updated_at);
+CREATE INDEX IF NOT EXISTS gateway_jobs_recent
+    ON gateway_jobs (created_at, id COLLATE "C");
+CREATE INDEX IF NOT EXISTS gateway_jobs_op_recent
+    ON gateway_jobs (op, created_at, id COLLATE "C");
+CREATE INDEX IF NOT EXISTS gateway_jobs_owner_recent
+    ON gateway_jobs (owner, created_at, id COLLATE "C");
 CREATE TABLE IF NOT EXISTS gateway_meta (
     name text PRIMARY KEY,
     value text NOT NULL
@@ -91,6 +104,8 @@ CREATE TABLE IF NOT EXISTS gateway_events (
 """
 
 PLACEHOLDERS = ", ".join(f"${i}" for i in range(1, INSERT_JOB_ARITY + 1))
+BYTEWISE_ID = 'id COLLATE "C"'
+SELECT_TIMINGS = timings_sql("gateway_jobs", "gateway_events", lambda n: f"${n}")
 
 # Query parameters of the store URL that configure the pool; the rest go to asyncpg
 # (which passes names it does not know on to the server as settings).
@@ -323,6 +338,14 @@ class PostgresStore(JobStore):
             limit,
         )
         return [event_from_row(r) for r in rows]
+
+    async def list_jobs(self, query: JobQuery) -> list[Job]:
+        sql, parameters = listing_sql(query, "gateway_jobs", lambda n: f"${n}", BYTEWISE_ID)
+        return [job_from_row(r) for r in await self.pool.fetch(sql, *parameters)]
+
+    async def recent_timings(self, op: str, since: float, limit: int = 1000) -> list[JobTiming]:
+        rows = await self.pool.fetch(SELECT_TIMINGS, op, since, limit)
+        return [JobTiming(r[0], r[1], r[2], r[3]) for r in rows]
 
     async def touch(self, job_id: str, lease_until: float) -> bool:
         status = await self.pool.execute(

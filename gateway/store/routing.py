@@ -1,11 +1,23 @@
 """One store interface over two stores: light operations' jobs in memory, everything
 else in the durable store. A job is found where it lives; the rest of the gateway never
-asks which."""
+asks which. A question about one operation goes to its store; a listing of any
+operation asks both, and merges their answers."""
 
 from __future__ import annotations
 
+import heapq
+import itertools
+
 from gateway.jobs import Event, Job
-from gateway.store.base import Created, JobStore, Overdue, Recorded
+from gateway.store.base import (
+    Created,
+    JobQuery,
+    JobStore,
+    JobTiming,
+    Overdue,
+    Recorded,
+    newest_first,
+)
 from gateway.store.memory import MemoryStore
 from gateway.types import JSON, EventType
 
@@ -69,5 +81,19 @@ class DurabilityRouter(JobStore):
         ]
 
     async def purge(self, op: str, finished_before: float, limit: int = 1000) -> int:
-        store = self.light if op in self.light_ops else self.durable
-        return await store.purge(op, finished_before, limit)
+        return await self._of_op(op).purge(op, finished_before, limit)
+
+    def _of_op(self, op: str) -> JobStore:
+        return self.light if op in self.light_ops else self.durable
+
+    async def list_jobs(self, query: JobQuery) -> list[Job]:
+        if query.op is not None:
+            return await self._of_op(query.op).list_jobs(query)
+        # Each answers its newest `limit`, in order: the newest `limit` of both are there.
+        light = await self.light.list_jobs(query)
+        durable = await self.durable.list_jobs(query)
+        merged = heapq.merge(light, durable, key=newest_first, reverse=True)
+        return list(itertools.islice(merged, query.limit))
+
+    async def recent_timings(self, op: str, since: float, limit: int = 1000) -> list[JobTiming]:
+        return await self._of_op(op).recent_timings(op, since, limit)

@@ -5,19 +5,24 @@ columns and bytes.
 JSON values (result, error, progress, event data) are orjson bytes, NULL for None: the
 same in both stores, and unlike `jsonb` they keep key order, big floats and "\\u0000".
 Columns are read by position in the order the queries below name them; `JobRow` names
-the extra columns (`request`, `published`) so no caller counts to 13.
+the extra columns (`request`, `published`) so no caller counts to 13. The queries both
+stores make alike (`listing_sql`, `timings_sql`) are built here too.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
 import orjson
 
 from gateway.jobs import Event, Job
+from gateway.store.base import ANSWER_EVENTS, JobQuery
 from gateway.types import JSON
+
+Mark = Callable[[int], str]
+"""The placeholder of the n-th parameter (from 1): `?` for SQLite, `$n` for PostgreSQL."""
 
 # The job columns, in the order `job_to_row` writes and `job_from_row` reads them.
 JOB_FIELDS = (
@@ -152,3 +157,50 @@ def event_to_row(event: Event) -> tuple[Any, ...]:
 def event_from_row(row: Sequence[Any]) -> Event:
     """An event from a row of SELECT_EVENT."""
     return Event(row[0], row[1], row[2], load(row[3]), row[4])
+
+
+def listing_sql(
+    query: JobQuery, jobs: str, mark: Mark, id_order: str = "id"
+) -> tuple[str, list[Any]]:
+    """`JobStore.list_jobs` as SQL over the table `jobs`, and its parameters: only fixed
+    text goes into the statement, every value of the query is a parameter. `id_order` is
+    how to order ids (PostgreSQL: bytewise, as Python does, whatever the database's
+    collation)."""
+    conditions: list[str] = []
+    parameters: list[Any] = []
+
+    def parameter(value: Any) -> str:
+        parameters.append(value)
+        return mark(len(parameters))
+
+    if not query.everyone:
+        conditions.append(f"owner = {parameter(query.owner)}")
+    if query.op is not None:
+        conditions.append(f"op = {parameter(query.op)}")
+    if query.status is not None:
+        conditions.append(f"status = {parameter(query.status)}")
+    if query.before is not None:
+        created_at, job_id = query.before
+        # A row value: both stores can start an index scan at it.
+        conditions.append(
+            f"(created_at, {id_order}) < ({parameter(float(created_at))}, {parameter(job_id)})"
+        )
+    where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+    return (
+        f"SELECT {JOB_COLUMNS} FROM {jobs}{where} "
+        f"ORDER BY created_at DESC, {id_order} DESC LIMIT {parameter(query.limit)}",
+        parameters,
+    )
+
+
+def timings_sql(jobs: str, events: str, mark: Mark) -> str:
+    """`JobStore.recent_timings` as SQL over the tables `jobs` and `events`; its
+    parameters are op, since, limit. It walks the (op, updated_at) index; a job's first
+    answer is found through the events' primary key, (job_id, seq)."""
+    answers = ", ".join(f"'{t}'" for t in ANSWER_EVENTS)
+    return (
+        "SELECT j.status, j.created_at, "
+        f"(SELECT min(e.time) FROM {events} e WHERE e.job_id = j.id AND e.type IN ({answers})), "
+        f"j.updated_at FROM {jobs} j WHERE j.op = {mark(1)} AND j.updated_at >= {mark(2)} "
+        f"ORDER BY j.updated_at DESC LIMIT {mark(3)}"
+    )

@@ -25,7 +25,14 @@ from pathlib import Path
 from typing import TypeVar
 
 from gateway.jobs import Event, Job, apply
-from gateway.store.base import Created, JobStore, Overdue, Recorded
+from gateway.store.base import (
+    Created,
+    JobQuery,
+    JobStore,
+    JobTiming,
+    Overdue,
+    Recorded,
+)
 from gateway.store.group_commit import GroupCommitWriter, Reader, is_busy
 from gateway.store.rows import (
     EVENT_COLUMNS,
@@ -39,13 +46,19 @@ from gateway.store.rows import (
     insert_job_row,
     job_from_row,
     job_state_row,
+    listing_sql,
     stored_job_from_row,
+    timings_sql,
 )
 from gateway.types import JSON, EventType
 
 T = TypeVar("T")
 
 SCHEMA_VERSION = 2
+# Indexes are made (and dropped) here without a new version: an existing file gets them
+# when a gateway opens it, and a gateway of the version before still reads and writes it.
+# jobs_op_updated serves retention and per-operation figures (it was once jobs_finished,
+# of finished jobs only); the *_recent ones serve listing, newest first.
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY,
@@ -73,8 +86,11 @@ CREATE INDEX IF NOT EXISTS jobs_lease ON jobs (lease_until)
     WHERE lease_until IS NOT NULL AND status = 'running';
 CREATE INDEX IF NOT EXISTS jobs_unconfirmed ON jobs (created_at)
     WHERE published = 0 AND idempotency_key IS NOT NULL AND status = 'queued';
-CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (op, updated_at)
-    WHERE status IN ('succeeded', 'failed', 'cancelled', 'expired');
+DROP INDEX IF EXISTS jobs_finished;
+CREATE INDEX IF NOT EXISTS jobs_op_updated ON jobs (op, updated_at);
+CREATE INDEX IF NOT EXISTS jobs_recent ON jobs (created_at, id);
+CREATE INDEX IF NOT EXISTS jobs_op_recent ON jobs (op, created_at, id);
+CREATE INDEX IF NOT EXISTS jobs_owner_recent ON jobs (owner, created_at, id);
 CREATE TABLE IF NOT EXISTS meta (
     name TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -100,6 +116,7 @@ SELECT_JOB = f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?"
 SELECT_KEYED_JOB = f"SELECT {STORED_JOB_COLUMNS} FROM jobs WHERE op = ? AND idempotency_key = ?"
 INSERT_JOB = f"INSERT INTO jobs ({INSERT_JOB_COLUMNS}) VALUES ({','.join('?' * INSERT_JOB_ARITY)})"
 INSERT_EVENT = f"INSERT INTO events ({EVENT_COLUMNS}) VALUES (?,?,?,?,?)"
+SELECT_TIMINGS = timings_sql("jobs", "events", lambda _: "?")
 
 
 def _use_wal(db: sqlite3.Connection) -> None:
@@ -300,6 +317,21 @@ class SQLiteStore(JobStore):
             return [event_from_row(r) for r in rows]
 
         return await self._read(events)
+
+    async def list_jobs(self, query: JobQuery) -> list[Job]:
+        sql, parameters = listing_sql(query, "jobs", lambda _: "?")
+
+        def list_jobs(db: sqlite3.Connection) -> list[Job]:
+            return [job_from_row(r) for r in db.execute(sql, parameters)]
+
+        return await self._read(list_jobs)
+
+    async def recent_timings(self, op: str, since: float, limit: int = 1000) -> list[JobTiming]:
+        def recent_timings(db: sqlite3.Connection) -> list[JobTiming]:
+            rows = db.execute(SELECT_TIMINGS, (op, since, limit))
+            return [JobTiming(r[0], r[1], r[2], r[3]) for r in rows]
+
+        return await self._read(recent_timings)
 
     async def touch(self, job_id: str, lease_until: float) -> bool:
         def touch(db: sqlite3.Connection) -> bool:
