@@ -16,7 +16,7 @@ from gateway.auth import Authenticator
 from gateway.config import Settings
 from gateway.console import Console
 from gateway.contracts import ContractRegistry
-from gateway.http import jobs, ops, system, topics
+from gateway.http import jobs, me, op_stats, ops, system, topics
 from gateway.http.responses import EXCEPTION_HANDLERS
 from gateway.limits import ClientLimits
 from gateway.metrics import Metrics
@@ -103,7 +103,15 @@ def create_app(settings: Settings | None = None) -> Starlette:
     if settings.console:
         pages = [*Console().routes, *pages]
     app = Starlette(
-        routes=[*ops.routes, *jobs.routes, *topics.routes, *system.routes, *pages],
+        routes=[
+            *ops.routes,
+            *op_stats.routes,
+            *jobs.routes,
+            *topics.routes,
+            *me.routes,
+            *system.routes,
+            *pages,
+        ],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )

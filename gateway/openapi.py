@@ -87,6 +87,63 @@ AFTER = {
     "description": "An event number",
 }
 JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
+STATUSES = ["queued", "running", "succeeded", "failed", "cancelled", "expired"]
+LIST_JOBS: JSONObject = {
+    "get": {
+        "operationId": "list_jobs",
+        "description": "The caller's jobs (with auth off, everyone's), newest first. "
+        "A job or subscribe token may not list jobs.",
+        "parameters": [
+            {
+                "name": "op",
+                "in": "query",
+                "required": False,
+                "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+                "description": "Only this operation's jobs",
+            },
+            {
+                "name": "status",
+                "in": "query",
+                "required": False,
+                "schema": {"enum": STATUSES},
+                "description": "Only the jobs in this status",
+            },
+            {
+                "name": "limit",
+                "in": "query",
+                "required": False,
+                "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20},
+            },
+            {
+                "name": "cursor",
+                "in": "query",
+                "required": False,
+                "schema": {"type": "string"},
+                "description": "The `next_cursor` of the page before, as it came",
+            },
+        ],
+        "responses": {
+            "200": _json(
+                {
+                    "type": "object",
+                    "required": ["jobs", "next_cursor"],
+                    "properties": {
+                        "jobs": {"type": "array", "items": _ref("Job")},
+                        "next_cursor": {
+                            "type": ["string", "null"],
+                            "description": "Where the next page starts; null on the last",
+                        },
+                    },
+                },
+                "A page of jobs",
+            ),
+            "400": ERRORS["400"],
+            "401": _json(_ref("Error"), "Authentication required, or a bad token"),
+            "403": _json(_ref("Error"), "A job or subscribe token"),
+            "503": _json(_ref("Error"), "Store unavailable; retry after Retry-After seconds"),
+        },
+    }
+}
 
 
 def _submit(contract: Contract) -> JSONObject:
@@ -195,6 +252,124 @@ def _topic_paths(topics: TopicRegistry, schemas: JSONObject) -> dict[str, Any]:
     return paths
 
 
+UNAUTHORIZED = _json(_ref("Error"), "Auth is on and no valid token was sent")
+PERCENTILES: JSONObject = {
+    "type": ["object", "null"],
+    "description": "Seconds (nearest rank, to the ms); null when no job had one",
+    "required": ["p50", "p90", "max"],
+    "properties": {k: {"type": "number", "minimum": 0} for k in ("p50", "p90", "max")},
+}
+COUNT: JSONObject = {"type": "integer", "minimum": 0}
+OP_STATS: JSONObject = {
+    "type": "object",
+    "required": [
+        "op",
+        "queue",
+        "window_seconds",
+        "accepted",
+        "finished",
+        "outcomes",
+        "accepted_per_minute",
+        "finished_per_minute",
+        "queue_wait_seconds",
+        "run_seconds",
+        "sampled",
+        "complete",
+    ],
+    "properties": {
+        "op": {"type": "string"},
+        "queue": {
+            "type": ["object", "null"],
+            "description": "RabbitMQ's passive declare of the operation's queue (at most a "
+            "second old); null when RabbitMQ did not answer in time or has no such queue",
+            "required": ["name", "messages", "consumers"],
+            "properties": {
+                "name": {"type": "string"},
+                "messages": {**COUNT, "description": "Waiting for a worker"},
+                "consumers": {**COUNT, "description": "Workers consuming the queue"},
+            },
+        },
+        "queue_error": {"type": "string", "description": "Why `queue` is null"},
+        "window_seconds": {
+            "type": "number",
+            "description": "The span the figures cover: 300, or less when the sample hit "
+            "its limit (`complete` false: then the latest jobs only)",
+        },
+        "accepted": {**COUNT, "description": "Jobs created within the window"},
+        "finished": {**COUNT, "description": "Jobs that ended within the window"},
+        "outcomes": {
+            "type": "object",
+            "required": ["succeeded", "failed", "cancelled", "expired"],
+            "properties": {k: COUNT for k in ("succeeded", "failed", "cancelled", "expired")},
+        },
+        "accepted_per_minute": {"type": "number", "minimum": 0},
+        "finished_per_minute": {"type": "number", "minimum": 0},
+        "queue_wait_seconds": {
+            **PERCENTILES,
+            "description": "First answer minus creation, of jobs first answered in the window",
+        },
+        "run_seconds": {
+            **PERCENTILES,
+            "description": "End minus first answer, of jobs that succeeded or failed within "
+            "the window",
+        },
+        "sampled": {**COUNT, "description": "Jobs the figures come from"},
+        "complete": {"type": "boolean"},
+    },
+}
+ME: JSONObject = {
+    "type": "object",
+    "required": ["auth", "subject", "token", "scopes"],
+    "properties": {
+        "auth": {"type": "boolean", "description": "Whether auth is on"},
+        "subject": {
+            "type": ["string", "null"],
+            "description": "Who, as job owners record it (`key:<subject>` for an API key, "
+            "`jwt:<len(iss)>:<iss>:<sub>` for a JWT); null with auth off and for tokens",
+        },
+        "token": {
+            "enum": ["job", "topic", None],
+            "description": "A job or subscribe token (it opens that one thing only)",
+        },
+        "scopes": {"type": "array", "items": {"type": "string"}, "uniqueItems": True},
+    },
+}
+
+
+def _console_paths(contracts: ContractRegistry, schemas: JSONObject) -> dict[str, Any]:
+    """`/v1/me`, and each operation's `/v1/ops/{op}/stats` (for the web console)."""
+    schemas["OpStats"], schemas["Me"] = OP_STATS, ME
+    paths: dict[str, Any] = {
+        "/v1/me": {
+            "get": {
+                "operationId": "me",
+                "description": "Who the caller is and what it may do. A job or subscribe "
+                "token is taken as `?access_token=` with `job=<id>` or `topic=<topic>`.",
+                "parameters": [
+                    {"name": name, "in": "query", "required": False, "schema": {"type": "string"}}
+                    for name in ("access_token", "job", "topic")
+                ],
+                "responses": {"200": _json(_ref("Me"), "The caller"), "401": UNAUTHORIZED},
+            }
+        }
+    }
+    for contract in contracts.values():
+        paths[f"/v1/ops/{contract.op}/stats"] = {
+            "get": {
+                "operationId": f"stats_{contract.op}",
+                "description": "Live figures: the queue as RabbitMQ says, and the jobs of "
+                "the last 5 minutes. Needs the scope to submit to the operation.",
+                "responses": {
+                    "200": _json(_ref("OpStats"), "The figures (at most a second old)"),
+                    "401": UNAUTHORIZED,
+                    "403": _json(_ref("Error"), "No scope for the operation"),
+                    "503": _json(_ref("Error"), "The job store cannot answer now"),
+                },
+            }
+        }
+    return paths
+
+
 def build_openapi(contracts: ContractRegistry, topics: TopicRegistry | None = None) -> JSONObject:
     schemas: JSONObject = _load_wire()
     paths: dict[str, Any] = {
@@ -204,6 +379,7 @@ def build_openapi(contracts: ContractRegistry, topics: TopicRegistry | None = No
                 "responses": {"200": {"description": "The operations"}},
             }
         },
+        "/v1/jobs": LIST_JOBS,
         "/v1/jobs/{job_id}": {
             "delete": {
                 "operationId": "cancel_job",
@@ -260,6 +436,7 @@ def build_openapi(contracts: ContractRegistry, topics: TopicRegistry | None = No
         }
     if topics:
         paths.update(_topic_paths(topics, schemas))
+    paths.update(_console_paths(contracts, schemas))
     return {
         "openapi": "3.1.0",
         "info": {"title": "AMQP HTTP gateway", "version": __version__},

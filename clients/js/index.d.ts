@@ -105,6 +105,68 @@ export interface Contract {
   [keyword: string]: unknown;
 }
 
+/** `{p50, p90, max}` in seconds (nearest rank, to the millisecond). */
+export interface Percentiles {
+  p50: number;
+  p90: number;
+  max: number;
+}
+
+/** An operation's live figures (`GET /v1/ops/{op}/stats`), at most a second old. */
+export interface OpStats {
+  op: string;
+  /** RabbitMQ's passive declare of the queue; null when it did not answer in time or has no such queue. */
+  queue: { name: string; messages: number; consumers: number } | null;
+  /** Why `queue` is null. */
+  queue_error?: string;
+  /** The span the figures cover: 300, or less when the sample hit its limit (`complete` false). */
+  window_seconds: number;
+  /** Jobs created within the window. */
+  accepted: number;
+  /** Jobs that ended within the window. */
+  finished: number;
+  outcomes: { succeeded: number; failed: number; cancelled: number; expired: number };
+  accepted_per_minute: number;
+  finished_per_minute: number;
+  /** First answer minus creation; null when no job was answered in the window. */
+  queue_wait_seconds: Percentiles | null;
+  /** End minus first answer, of succeeded and failed jobs; null when none. */
+  run_seconds: Percentiles | null;
+  /** How many jobs the figures come from. */
+  sampled: number;
+  /** False when the sample hit its limit: the figures are then of the latest jobs. */
+  complete: boolean;
+}
+
+/** Who the caller is to the gateway (`GET /v1/me`). */
+export interface Me {
+  /** Whether auth is on. */
+  auth: boolean;
+  /** As job owners record it (`key:<subject>`, `jwt:<len(iss)>:<iss>:<sub>`); null with auth off and for tokens. */
+  subject: string | null;
+  /** A job or subscribe token (it opens that one thing only). */
+  token: 'job' | 'topic' | null;
+  /** Sorted. */
+  scopes: string[];
+}
+
+export interface JobsOptions {
+  op?: string;
+  status?: JobStatus;
+  /** Page size. */
+  limit?: number;
+  /** `next_cursor` of the page before. */
+  cursor?: string;
+  signal?: AbortSignal;
+}
+
+/** A page of the caller's jobs (everyone's with auth off), newest first. */
+export interface JobsPage {
+  jobs: Job[];
+  /** Pass as `cursor` for the next page; null when there is none. */
+  next_cursor: string | null;
+}
+
 export type DefinitionCheck = (data: unknown) => ValidationDetail[];
 /** Compiles `#/definitions/<definition>` of `schema` (the whole schema without one). */
 export type Validator = (schema: object, definition?: string) => DefinitionCheck | Promise<DefinitionCheck>;
@@ -166,6 +228,10 @@ export class GatewayClient {
   readonly reconnectTimeout: number;
   ops(options?: { signal?: AbortSignal }): Promise<Operation[]>;
   contract(op: string, options?: { signal?: AbortSignal }): Promise<Contract>;
+  /** Needs the scope to submit to the operation (403 otherwise); 404 `unknown_op`. */
+  opStats(op: string, options?: { signal?: AbortSignal }): Promise<OpStats>;
+  me(options?: { signal?: AbortSignal }): Promise<Me>;
+  jobs(options?: JobsOptions): Promise<JobsPage>;
   submit<Result = unknown>(op: string, body: unknown, options?: SubmitOptions): Promise<Job<Result>>;
   call<Result = unknown, Progress = unknown>(op: string, body: unknown, options?: CallOptions<Progress>): Promise<Result>;
   job<Result = unknown>(id: string, options?: { wait?: number; after?: number; signal?: AbortSignal; jobToken?: string }): Promise<Job<Result>>;

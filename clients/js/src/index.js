@@ -79,6 +79,28 @@ export class GatewayClient {
   }
 
   /**
+   * An operation's live figures (needs the scope to submit to it), at most a second old:
+   * `{op, queue: {name, messages, consumers} | null, queue_error?, window_seconds, accepted,
+   * finished, outcomes, accepted_per_minute, finished_per_minute, queue_wait_seconds,
+   * run_seconds, sampled, complete}`. `queue` is null (and `queue_error` says why) when
+   * RabbitMQ did not answer in time; the timings are `{p50, p90, max}` seconds, or null.
+   * @param {string} op
+   * @param {{signal?: AbortSignal}} [options]
+   */
+  opStats(op, { signal } = {}) {
+    return this.request('GET', `/v1/ops/${encodeURIComponent(op)}/stats`, { signal });
+  }
+
+  /**
+   * Who this client is to the gateway: `{auth, subject, token, scopes}` — `auth` whether
+   * auth is on, `subject` null with it off, `token` 'job' | 'topic' | null, `scopes` sorted.
+   * @param {{signal?: AbortSignal}} [options]
+   */
+  me({ signal } = {}) {
+    return this.request('GET', '/v1/me', { signal });
+  }
+
+  /**
    * Submit a job. Without `wait` the answer is the job as accepted (queued); with it, the
    * job as it is when it finished or `wait` seconds passed.
    * @param {string} op
@@ -153,6 +175,17 @@ export class GatewayClient {
     if (jobToken !== undefined) this.jobTokens.set(id, jobToken);
     const query = { wait, after, access_token: this.jobTokens.get(id) };
     return this.request('GET', `/v1/jobs/${encodeURIComponent(id)}`, { query, signal }).then((job) => this.remember(job));
+  }
+
+  /**
+   * The caller's jobs (everyone's with auth off), newest first, a page at a time:
+   * `{jobs, next_cursor}`; pass `next_cursor` back as `cursor` for the next page (null: no
+   * more). `op` and `status` narrow the list; `limit` is the page size.
+   * @param {{op?: string, status?: string, limit?: number, cursor?: string, signal?: AbortSignal}} [options]
+   * @returns {Promise<{jobs: object[], next_cursor: string | null}>}
+   */
+  jobs({ op, status, limit, cursor, signal } = {}) {
+    return this.request('GET', '/v1/jobs', { query: { op, status, limit, cursor }, signal });
   }
 
   /**
