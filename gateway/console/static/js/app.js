@@ -2,11 +2,12 @@
  * The console's shell: which page a path shows (the gateway serves this same document for
  * every path under /console/, so a link such as /console/jobs/<id> can be shared), the
  * gateway client every page uses, the API key people give once (kept in sessionStorage:
- * this tab only, never in a URL), and the broker banner from /readyz.
+ * this tab only, never in a URL) with who it is and what it may do (GET /v1/me), and the
+ * broker banner from /readyz.
  *
- * A page is a module exporting `render(ctx, params, signal)`: it fills `ctx.main` and
- * stops whatever it follows (streams, refreshes) when `signal` aborts, i.e. when the
- * person goes to another page.
+ * A page is a module exporting `render(ctx, params, signal)`: it fills `ctx.main`, resolves
+ * once the page is drawn (focus moves to it then), and stops whatever it goes on following
+ * (streams, refreshes) when `signal` aborts, i.e. when the person goes to another page.
  */
 
 import { GatewayClient } from '../client/index.js';
@@ -14,6 +15,7 @@ import { announce, el, errorBlock } from './ui.js';
 
 const KEY_STORAGE = 'gateway-console-key';
 const READY_POLL_MS = 5000;
+const ME_TIMEOUT_MS = 5000;
 
 /** Path patterns (relative to /console/) → the page module and the names of its params. */
 const ROUTES = [
@@ -53,14 +55,19 @@ const ctx = {
   href(path) {
     return new URL(path, consoleBase).href;
   },
+  /** Use `key` (an API key or token; '' for none) from now on, in this tab only. */
   setKey(key) {
-    ctx.key = key;
-    if (key) sessionStorage.setItem(KEY_STORAGE, key);
-    else sessionStorage.removeItem(KEY_STORAGE);
-    ctx.client = makeClient();
+    useKey(key);
     whoAmI().then(show);
   },
 };
+
+function useKey(key) {
+  ctx.key = key;
+  if (key) sessionStorage.setItem(KEY_STORAGE, key);
+  else sessionStorage.removeItem(KEY_STORAGE);
+  ctx.client = makeClient();
+}
 
 function makeClient() {
   return new GatewayClient({
@@ -102,6 +109,11 @@ async function show() {
     await page.render(ctx, params, controller.signal);
   } catch (error) {
     if (controller.signal.aborted) return;
+    // Every page has one h1, also one that failed before writing its own.
+    if (!main.querySelector('h1')) {
+      document.title = 'Not available · Gateway console';
+      main.append(el('h1', {}, 'This page is not available'));
+    }
     main.append(errorBlock(error));
   }
 }
@@ -115,31 +127,77 @@ document.addEventListener('click', (event) => {
   if (url.origin !== location.origin || !url.pathname.startsWith(consoleBase.pathname)) return;
   event.preventDefault();
   history.pushState(null, '', url);
+  window.scrollTo(0, 0);
   show().then(() => main.focus({ preventScroll: true }));
+});
+
+/* The skip link's "#main" would resolve against <base> (another page): move focus instead. */
+document.querySelector('a.skip')?.addEventListener('click', (event) => {
+  event.preventDefault();
+  main.focus();
 });
 window.addEventListener('popstate', () => { show(); });
 
-/** Who the key is, shown top right with a form to give or forget a key. */
+/** Who the key is, and what it may do, shown in the header beside the key form. */
 async function whoAmI() {
   const who = document.getElementById('who');
-  try {
-    ctx.me = await ctx.client.me();
-  } catch (error) {
-    ctx.me = null;
-    if (error?.status !== 401) throw error;
+  let problem = null;
+  ctx.me = null;
+  // The client may not have me() yet; then the console just doesn't know who it is.
+  if (typeof ctx.client.me === 'function') {
+    try {
+      ctx.me = await withTimeout(ctx.client.me(), ME_TIMEOUT_MS);
+    } catch (error) {
+      if (error?.status === 401 && ctx.key) {
+        // A refused key is forgotten, not sent with every request of every page.
+        useKey('');
+        problem = 'The gateway refused that key: give another.';
+      } else if (error?.status !== 401) {
+        problem = `Could not tell who you are: ${error?.message ?? error}`;
+      }
+    }
   }
-  who.replaceChildren(keyForm());
+  who.replaceChildren(keyForm(problem));
 }
 
-function keyForm() {
+/** `promise`, or a rejection after `ms`: a slow /v1/me must not hold the page back. */
+function withTimeout(promise, ms) {
+  let timer;
+  const late = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no answer within ${ms / 1000} s`)), ms);
+  });
+  return Promise.race([promise, late]).finally(() => clearTimeout(timer));
+}
+
+/**
+ * What the scopes of GET /v1/me allow, in words: `ops:<op>`/`ops:*`,
+ * `topics:publish:<topic>`, `topics:subscribe:<topic>` (`*`: every one).
+ * @param {string[]} scopes
+ */
+function allowed(scopes = []) {
+  const names = (prefix) => scopes.filter((s) => s.startsWith(prefix)).map((s) => s.slice(prefix.length));
+  const say = (list, all) => (list.includes('*') ? all : list.join(', ') || 'nothing');
+  return `May call: ${say(names('ops:'), 'all operations')}; publish: ${say(names('topics:publish:'), 'all topics')}; `
+    + `subscribe: ${say(names('topics:subscribe:'), 'all topics')}.`;
+}
+
+/** The key form, or who is signed in (and a way to forget the key); `problem` said below. */
+function keyForm(problem) {
   const me = ctx.me;
   if (me && !me.auth) return el('p', { class: 'who-line' }, 'Auth is off: everyone may do everything.');
-  if (me && ctx.key) {
+  const forget = el('button', { type: 'button', onclick: () => { ctx.setKey(''); announce('Key forgotten'); } }, 'Forget key');
+  if (ctx.key) {
     return el('div', { class: 'who-line' },
-      el('span', {}, 'Signed in as ', el('code', {}, me.subject ?? 'a token')),
-      el('button', { type: 'button', onclick: () => { ctx.setKey(''); announce('Key forgotten'); } }, 'Forget key'));
+      me ? el('p', {}, 'Signed in as ', el('code', {}, me.subject ?? 'a token'), '. ',
+        el('span', { class: 'scopes' }, allowed(me.scopes)))
+        : el('p', {}, 'A key is set for this tab.'),
+      forget,
+      problem && el('p', { class: 'warn' }, problem));
   }
-  const input = el('input', { id: 'api-key', type: 'password', autocomplete: 'off', spellcheck: 'false', required: true });
+  const input = el('input', {
+    id: 'api-key', type: 'password', autocomplete: 'off', spellcheck: 'false', required: true,
+    'aria-describedby': problem ? 'api-key-problem' : null,
+  });
   return el('form', {
     class: 'who-line',
     onsubmit: (event) => {
@@ -149,7 +207,8 @@ function keyForm() {
     },
   },
   el('label', { for: 'api-key' }, 'API key or token'), input,
-  el('button', { type: 'submit' }, 'Use'));
+  el('button', { type: 'submit' }, 'Use'),
+  problem && el('p', { id: 'api-key-problem', class: 'warn' }, problem));
 }
 
 /** The broker banner: /readyz every few seconds; a problem is said, not waited on. */
@@ -184,4 +243,4 @@ async function watchReadiness() {
 
 ctx.client = makeClient();
 watchReadiness();
-whoAmI().catch((error) => { document.getElementById('who').replaceChildren(errorBlock(error)); }).finally(show);
+whoAmI().finally(show);
