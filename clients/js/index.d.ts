@@ -207,6 +207,8 @@ export interface EventsOptions {
 export interface SubmitOptions {
   /** Seconds to hold the request for the job to finish (`?wait=`). */
   wait?: number;
+  /** Send `wait` as a `Prefer: wait=N` header (RFC 7240) instead of `?wait=`. */
+  prefer?: boolean;
   idempotencyKey?: string;
   deadlineSeconds?: number;
   signal?: AbortSignal;

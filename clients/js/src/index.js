@@ -105,15 +105,18 @@ export class GatewayClient {
    * job as it is when it finished or `wait` seconds passed.
    * @param {string} op
    * @param {unknown} body
-   * @param {{wait?: number, idempotencyKey?: string, deadlineSeconds?: number, signal?: AbortSignal}} [options]
+   * `prefer: true` asks for the wait with a `Prefer: wait=N` header (RFC 7240) instead of
+   * `?wait=N`; the gateway treats them alike.
+   * @param {{wait?: number, prefer?: boolean, idempotencyKey?: string, deadlineSeconds?: number, signal?: AbortSignal}} [options]
    */
-  async submit(op, body, { wait, idempotencyKey, deadlineSeconds, signal } = {}) {
+  async submit(op, body, { wait, prefer = false, idempotencyKey, deadlineSeconds, signal } = {}) {
     if (this.validate) await this.checkRequest(op, body, signal);
     const headers = { 'Content-Type': 'application/json' };
     if (idempotencyKey !== undefined) headers['Idempotency-Key'] = idempotencyKey;
     if (deadlineSeconds !== undefined) headers['X-Deadline-Seconds'] = String(deadlineSeconds);
+    if (prefer && wait !== undefined) headers.Prefer = `wait=${wait}`;
     return this.request('POST', `/v1/ops/${encodeURIComponent(op)}`, {
-      query: { wait },
+      query: { wait: prefer ? undefined : wait },
       headers,
       body: JSON.stringify(body),
       signal,

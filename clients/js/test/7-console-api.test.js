@@ -32,6 +32,19 @@ function assertStatsShape(stats, op) {
 }
 
 describe('against the gateway (auth off)', { skip: NEEDS_GATEWAY }, () => {
+  test('submit() with prefer: true asks for the wait as a Prefer header, not ?wait=', async () => {
+    const seen = [];
+    const gateway = new GatewayClient({
+      baseUrl: GATEWAY_URL,
+      fetch: (url, init) => { seen.push([String(url), init.headers.Prefer]); return fetch(url, init); },
+    });
+    const job = await gateway.submit('math.add', { a: 20, b: 22 }, { wait: 10, prefer: true });
+    assert.equal(job.status, 'succeeded');
+    assert.deepEqual(job.result, { sum: 42 });
+    assert.ok(!seen[0][0].includes('wait='), seen[0][0]);
+    assert.equal(seen[0][1], 'wait=10');
+  });
+
   test('me() says auth is off: no subject, every scope', async () => {
     assert.deepEqual(await client().me(), {
       auth: false,

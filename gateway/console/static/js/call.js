@@ -62,7 +62,7 @@ export async function render(ctx, { op }, signal) {
       let job;
       try {
         job = await ctx.client.submit(op, editor.value(), {
-          wait: number(wait), deadlineSeconds: number(deadline), idempotencyKey: idempotency.value || undefined, signal: stop,
+          wait: number(wait), prefer: true, deadlineSeconds: number(deadline), idempotencyKey: idempotency.value || undefined, signal: stop,
         });
       } catch (error) {
         if (stop.aborted) return;
