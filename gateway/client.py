@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
 from dataclasses import dataclass
@@ -315,9 +316,18 @@ class AsyncClient:
     ) -> JSON:
         """Submit and wait for the result (long-polling past the first wait); raises
         `JobUnsuccessful` if the job fails, and TimeoutError after `timeout` seconds."""
+        give_up = None if timeout is None else time.monotonic() + timeout
+
+        def poll_seconds() -> float:
+            # Never ask the gateway to hold a poll past our own timeout: it would go on
+            # holding it (and a waiter slot) after we have gone.
+            if give_up is None:
+                return LONG_POLL_SECONDS
+            return max(1.0, min(LONG_POLL_SECONDS, math.ceil(give_up - time.monotonic())))
+
         async with asyncio.timeout(timeout):
             job = await self.submit(
-                op, body, wait=LONG_POLL_SECONDS if on_progress is None else None, **submit_options
+                op, body, wait=poll_seconds() if on_progress is None else None, **submit_options
             )
             if job["status"] not in TERMINAL:
                 after = 0
@@ -325,7 +335,7 @@ class AsyncClient:
                     page = await self._get(
                         f"/v1/jobs/{job['id']}/events",
                         after=after,
-                        wait=LONG_POLL_SECONDS,
+                        wait=poll_seconds(),
                         **self._token_query(job["id"]),
                     )
                     for event in page["events"]:

@@ -320,6 +320,10 @@ async def test_every_operation_form_fills_submits_and_shows_the_result_live(
         assert all("default" in properties[k] for k in defaults), defaults
     else:
         await page.use_json(body)
+    await page.wait_for(
+        "document.querySelector('.validation-summary').textContent.trim()"
+        " === 'Valid against the contract.'"
+    )
     await page.evaluate(f"({WATCH_PROGRESS})()")
     await page.call("click", "button[type=submit]")
     job_id = await page.job_id()
