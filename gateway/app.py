@@ -20,6 +20,7 @@ from gateway.http import jobs, me, op_stats, ops, system, topics
 from gateway.http.responses import EXCEPTION_HANDLERS
 from gateway.limits import ClientLimits
 from gateway.metrics import Metrics
+from gateway.op_stats import OpStats
 from gateway.service import GatewayService
 from gateway.siblings import ForwardToOwner, Siblings, forwarding_config
 from gateway.store import JobStore, open_store
@@ -116,6 +117,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         lifespan=lifespan,
     )
     app.state.service = service
+    # One per process: its cache is what many open consoles share.
+    app.state.op_stats = OpStats(service.broker, service.store, timeout=settings.stall_seconds)
     app.state.authenticator = Authenticator(settings.auth)
     app.state.limits = ClientLimits(
         settings.rate_limit, settings.max_waiters_per_client, settings.max_waiters

@@ -319,17 +319,13 @@ OP_STATS: JSONObject = {
 }
 ME: JSONObject = {
     "type": "object",
-    "required": ["auth", "subject", "token", "scopes"],
+    "required": ["auth", "subject", "scopes"],
     "properties": {
         "auth": {"type": "boolean", "description": "Whether auth is on"},
         "subject": {
             "type": ["string", "null"],
             "description": "Who, as job owners record it (`key:<subject>` for an API key, "
-            "`jwt:<len(iss)>:<iss>:<sub>` for a JWT); null with auth off and for tokens",
-        },
-        "token": {
-            "enum": ["job", "topic", None],
-            "description": "A job or subscribe token (it opens that one thing only)",
+            "`jwt:<len(iss)>:<iss>:<sub>` for a JWT); null with auth off",
         },
         "scopes": {"type": "array", "items": {"type": "string"}, "uniqueItems": True},
     },
@@ -343,12 +339,7 @@ def _console_paths(contracts: ContractRegistry, schemas: JSONObject) -> dict[str
         "/v1/me": {
             "get": {
                 "operationId": "me",
-                "description": "Who the caller is and what it may do. A job or subscribe "
-                "token is taken as `?access_token=` with `job=<id>` or `topic=<topic>`.",
-                "parameters": [
-                    {"name": name, "in": "query", "required": False, "schema": {"type": "string"}}
-                    for name in ("access_token", "job", "topic")
-                ],
+                "description": "Who the caller is (an API key or a JWT) and what it may do.",
                 "responses": {"200": _json(_ref("Me"), "The caller"), "401": UNAUTHORIZED},
             }
         }

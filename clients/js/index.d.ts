@@ -142,10 +142,8 @@ export interface OpStats {
 export interface Me {
   /** Whether auth is on. */
   auth: boolean;
-  /** As job owners record it (`key:<subject>`, `jwt:<len(iss)>:<iss>:<sub>`); null with auth off and for tokens. */
+  /** As job owners record it (`key:<subject>`, `jwt:<len(iss)>:<iss>:<sub>`); null with auth off. */
   subject: string | null;
-  /** A job or subscribe token (it opens that one thing only). */
-  token: 'job' | 'topic' | null;
   /** Sorted. */
   scopes: string[];
 }

@@ -15,14 +15,7 @@ from gateway.op_stats import OpStats
 
 
 def op_stats_of(request: Request) -> OpStats:
-    """The app's `OpStats`, made on first use (its cache is the app's, one per process)."""
-    state = request.app.state
-    stats: OpStats | None = getattr(state, "op_stats", None)
-    if stats is None:
-        service = service_of(request)
-        stats = state.op_stats = OpStats(
-            service.broker, service.store, timeout=service.settings.stall_seconds
-        )
+    stats: OpStats = request.app.state.op_stats
     return stats
 
 
