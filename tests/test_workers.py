@@ -228,9 +228,14 @@ async def test_a_restarted_process_takes_no_connections_before_it_can_publish(ra
     port = int(rabbit.url.rsplit(":", 1)[1].split("/")[0])
     async with NewConnectionsGate(port) as gate:
         broker = rabbit.url.replace(f":{port}/", f":{gate.port}/")
-        async with gateway_processes(tmp_path, broker) as (gateway, ops):
+        async with gateway_processes(tmp_path, broker) as (gateway, ops), AsyncExitStack() as stack:
             assert gateway.process is not None
             log = gateway.log
+            # Both processes publish before the gate closes. (`start` returns when one
+            # answers /readyz: were the other still connecting, closing the gate would
+            # leave it unable to publish too, and killing the ready one gave only 503s.)
+            await poll_until(lambda: log.read_text().count("Application startup complete") == 2)
+            await connection_per_process(stack, gateway.url, ops["quick"], 2)
             victim = min(children(gateway.process.pid))
             gate.admitting.clear()
             os.kill(victim, signal.SIGKILL)
