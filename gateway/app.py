@@ -27,6 +27,8 @@ from gateway.store import JobStore, open_store
 from gateway.store.bounded import BoundedStore
 from gateway.store.memory import MemoryStore
 from gateway.store.routing import DurabilityRouter
+from gateway.telemetry import Telemetry
+from gateway.wire import HEADER_TRACEPARENT, HEADER_TRACESTATE
 
 SIBLING_BROKER_WAIT_SECONDS = 10.0
 
@@ -34,6 +36,8 @@ CORS_REQUEST_HEADERS = [
     "Authorization",
     "Content-Type",
     "Idempotency-Key",
+    HEADER_TRACEPARENT,
+    HEADER_TRACESTATE,
     "Last-Event-ID",
     "Prefer",
     "X-Deadline-Seconds",
@@ -60,8 +64,9 @@ class CountResponses:
         await self.app(scope, receive, counting_send)
 
 
-def create_app(settings: Settings | None = None) -> Starlette:
-    """A gateway app. Contracts are loaded (and a broken one refused) right here."""
+def create_app(settings: Settings | None = None, telemetry: Telemetry | None = None) -> Starlette:
+    """A gateway app. Contracts are loaded (and a broken one refused) right here.
+    `telemetry`: where its spans go; by default as the OTEL_* variables say (off)."""
     settings = settings or Settings()
     contracts = ContractRegistry.from_directory(settings.contracts_dir)
     store: JobStore = BoundedStore(
@@ -73,6 +78,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     if light_ops:
         store = DurabilityRouter(store, MemoryStore(), light_ops)
     service = GatewayService(settings, contracts, store)
+    service.telemetry = telemetry or Telemetry.from_environment()
     siblings = (
         Siblings(settings.siblings_dir, settings.workers)
         if settings.siblings_dir is not None
@@ -96,6 +102,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
             if siblings is not None:
                 await siblings.stop()
             await service.stop()
+            if telemetry is None:  # its own; a given one is its giver's to shut down
+                service.telemetry.shutdown()
 
     pages: list[BaseRoute] = [
         Mount(prefix.rstrip("/"), app=StaticFiles(directory=folder, html=True))

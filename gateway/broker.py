@@ -55,6 +55,7 @@ from gateway.contracts import Contract, ContractRegistry
 from gateway.errors import ServiceUnavailable
 from gateway.link import LINK_ERRORS, Link, TopologyRefused, blocked
 from gateway.stall import StallWatch
+from gateway.trace_context import TraceContext
 from gateway.trust import broker_user
 from gateway.types import JSONObject
 from gateway.wire import (
@@ -136,6 +137,36 @@ async def declare_or_refuse(
     finally:
         if not channel.is_closed:
             await channel.close()
+
+
+async def declare_dead_letters(channel: AbstractChannel) -> AbstractQueue:
+    """The dead-letter exchange every operation queue names, and the queue behind it."""
+    dlx = await channel.declare_exchange(
+        DEAD_LETTER_EXCHANGE, aio_pika.ExchangeType.FANOUT, durable=True
+    )
+    dead = await channel.declare_queue(
+        DEAD_LETTER_QUEUE, durable=True, arguments={"x-queue-type": "quorum"}
+    )
+    await dead.bind(dlx)
+    return dead
+
+
+async def declare_operation_queue(connection: AbstractConnection, contract: Contract) -> None:
+    """The durable queue `<op>` of an operation, with its contract's arguments."""
+    await declare_or_refuse(
+        connection,
+        contract.op,
+        queue_arguments(contract),
+        f"the queue {contract.op} exists with other settings than its contract "
+        f"asks for ({{reason}}); delete it once drained, or restore the setting",
+    )
+
+
+async def declare_cancel_exchange(channel: AbstractChannel) -> AbstractExchange:
+    """The fanout of cancel notices to workers."""
+    return await channel.declare_exchange(
+        CANCEL_EXCHANGE, aio_pika.ExchangeType.FANOUT, durable=True
+    )
 
 
 class Broker:
@@ -315,9 +346,7 @@ class Broker:
         channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
         # Notices to workers and to other instances are fire-and-forget: no confirms.
         notices = await connection.channel(publisher_confirms=False)
-        self._cancel_exchange = await notices.declare_exchange(
-            CANCEL_EXCHANGE, aio_pika.ExchangeType.FANOUT, durable=True
-        )
+        self._cancel_exchange = await declare_cancel_exchange(notices)
         for attachment in self.attachments:
             await attachment.attach_publisher(notices)
         publishing = await channel.get_underlay_channel()
@@ -371,21 +400,9 @@ class Broker:
             f"use another virtual host, or if that store is retired and "
             f"{ANSWERS_QUEUE} drained, delete the queue {STORE_MARKER_QUEUE}",
         )
-        dlx = await channel.declare_exchange(
-            DEAD_LETTER_EXCHANGE, aio_pika.ExchangeType.FANOUT, durable=True
-        )
-        dead = await channel.declare_queue(
-            DEAD_LETTER_QUEUE, durable=True, arguments={"x-queue-type": "quorum"}
-        )
-        await dead.bind(dlx)
+        dead = await declare_dead_letters(channel)
         for contract in self.contracts.values():
-            await declare_or_refuse(
-                connection,
-                contract.op,
-                queue_arguments(contract),
-                f"the queue {contract.op} exists with other settings than its contract "
-                f"asks for ({{reason}}); delete it once drained, or restore the setting",
-            )
+            await declare_operation_queue(connection, contract)
         # One consumer at a time takes answers (the others stand by): one job's answers
         # are stored in the order its worker sent them, even with many instances.
         answers_arguments: dict[str, Any] = {
@@ -480,6 +497,7 @@ class Broker:
         *,
         deadline_at: float | None = None,
         attempt: int = 1,
+        trace: TraceContext | None = None,
     ) -> None:
         """Publish a job's request and wait for RabbitMQ's confirm; 503 if it cannot."""
         publisher = self._ready_publisher()
@@ -493,6 +511,8 @@ class Broker:
             HEADER_ATTEMPT: attempt,
             HEADER_LEASE_SECONDS: contract.settings.lease_seconds,
         }
+        if trace is not None:
+            headers.update(trace.headers())
         expiration = None
         if deadline_at is not None:
             headers[HEADER_DEADLINE] = int(deadline_at * 1000)  # epoch milliseconds

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
+from gateway.trace_context import TraceContext
 from gateway.types import JSON, TERMINAL_EVENTS, TERMINAL_STATUSES, EventType, JSONObject, Status
 
 # Event type -> the status it moves a job to.
@@ -82,6 +83,9 @@ class Job:
     owner: str | None = None
     """The subject that submitted it, qualified by its key source (`gateway.auth`), with
     auth on; nobody else may see it. None: made while auth was off."""
+    traceparent: str | None = None
+    """The W3C `traceparent` its request message carries (gateway/trace_context.py)."""
+    tracestate: str | None = None
 
     @property
     def terminal(self) -> bool:
@@ -112,6 +116,8 @@ class Job:
             body["progress"] = self.progress
         if self.deadline_at is not None:
             body["deadline"] = isoformat(self.deadline_at)
+        if self.traceparent is not None:
+            body["trace_id"] = self.traceparent[3:35]  # 00-<trace id>-<span id>-<flags>
         return body
 
 
@@ -123,6 +129,7 @@ def new_job(
     deadline_seconds: float | None = None,
     owner: str | None = None,
     id_suffix: str = "",
+    trace: TraceContext | None = None,
 ) -> tuple[Job, Event]:
     """A fresh job and its first event, `queued` (seq 1). `id_suffix` ends its id (a light
     job's says which process holds it: gateway/siblings.py)."""
@@ -138,6 +145,8 @@ def new_job(
         updated_at=ts,
         idempotency_key=idempotency_key,
         request_hash=request_hash,
+        traceparent=None if trace is None else trace.traceparent,
+        tracestate=None if trace is None else trace.state,
     )
     return job, Event(job.id, 1, "queued", None, ts)
 

@@ -28,12 +28,14 @@ from gateway.jobs import Event, Job, error_body, new_job
 from gateway.metrics import Metrics
 from gateway.peers import PeerNotices
 from gateway.store import Created, JobStore
+from gateway.telemetry import Telemetry
 from gateway.topic_contracts import TopicContract, TopicRegistry
 from gateway.topic_feed import TopicMessage
 from gateway.topics import TopicLog
+from gateway.trace_context import TraceContext
 from gateway.trust import broker_user
-from gateway.types import JSON
-from gateway.wire import AnswerType, answer_type
+from gateway.types import JSON, TERMINAL_EVENTS
+from gateway.wire import HEADER_TRACEPARENT, HEADER_TRACESTATE, AnswerType, answer_type
 
 log = logging.getLogger("gateway.service")
 
@@ -54,6 +56,8 @@ class GatewayService:
         self.store = store
         self.hub = Hub()
         self.metrics = Metrics()
+        self.telemetry = Telemetry()
+        """Off unless create_app gives one that exports (gateway/telemetry.py)."""
         share = settings.notify_peers if settings.notify_peers is not None else store.shared
         user = broker_user(settings.broker_url)
         self.peers = (
@@ -153,13 +157,15 @@ class GatewayService:
         idempotency_key: str | None = None,
         deadline_seconds: float | None = None,
         owner: str | None = None,
+        trace: TraceContext | None = None,
     ) -> Job:
         """Store the job, publish its request, return once RabbitMQ confirmed it.
 
         Raises 503 if RabbitMQ or the store cannot take it now, at once when either is
         known to be down or stalled; 409 if the idempotency key names a job with another
         request. With an idempotency key the job is kept whatever fails, and every retry
-        publishes that same job: one key, one job id, at the broker too.
+        publishes that same job: one key, one job id, at the broker too. `trace`: the
+        trace its request message carries to the worker (and the job keeps).
         """
         self.broker.check_publishable()  # before anything is stored
         fingerprint = request_hash(body) if idempotency_key is not None else None
@@ -175,6 +181,7 @@ class GatewayService:
             id_suffix=f".{self.slot}"
             if self.slot is not None and contract.settings.durability == "light"
             else "",
+            trace=trace,
         )
         raw = orjson.dumps(body)
         created = await self.store.create(job, first, raw)
@@ -183,7 +190,7 @@ class GatewayService:
         try:
             with self.metrics.publish_seconds.time():
                 await self.broker.publish_request(
-                    contract, job.id, raw, deadline_at=job.deadline_at
+                    contract, job.id, raw, deadline_at=job.deadline_at, trace=trace
                 )
         except BaseException:
             if idempotency_key is None:
@@ -217,7 +224,12 @@ class GatewayService:
         # Stored, but its publish was never confirmed (a 503 or a crash in between): publish
         # it again, under the same id, so a worker can tell the two copies are one job.
         await self.broker.publish_request(
-            contract, existing.id, created.request, deadline_at=existing.deadline_at, attempt=2
+            contract,
+            existing.id,
+            created.request,
+            deadline_at=existing.deadline_at,
+            attempt=2,
+            trace=TraceContext.parse(existing.traceparent, existing.tracestate),
         )
         await self.store.mark_published(existing.id)
         self._remember_op(existing.id, contract.op)
@@ -387,7 +399,7 @@ class GatewayService:
         if oversized is not None:
             # Failed unparsed: one answer must not balloon the gateway's memory or store.
             log.warning("job %s: answer of %d bytes over the limit", job_id, len(answer.body))
-            await self._record(job_id, oversized, counted_as="too_large", answered=True)
+            await self._record(job_id, oversized, counted_as="too_large", answer=answer)
             return
         outcome = await interpret(answer, contract)
         if (
@@ -398,7 +410,18 @@ class GatewayService:
             # A gateway stored it, then died before its ack: RabbitMQ delivered it again.
             self.metrics.answers.labels("redelivered").inc()
             return
-        await self._record(job_id, outcome, lease_until=lease_until, answered=True)
+        await self._record(job_id, outcome, lease_until=lease_until, answer=answer)
+
+    async def _trace_answer(self, job: Job, event: Event, answer: Answer) -> None:
+        """The spans a worker's answer ends (gateway/telemetry.py)."""
+        started_at = None
+        if event.type in TERMINAL_EVENTS:
+            events = await self.store.events(job.id)
+            started_at = next((e.time for e in events if e.type == "started"), None)
+        worker = TraceContext.parse(
+            answer.headers.get(HEADER_TRACEPARENT), answer.headers.get(HEADER_TRACESTATE)
+        )
+        self.telemetry.answered(job, event, worker, started_at)
 
     async def _stored_before(self, job_id: str, outcome: Outcome) -> bool:
         """Whether the job's log has this progress already. (A redelivered terminal answer
@@ -465,10 +488,10 @@ class GatewayService:
         *,
         lease_until: float | None = None,
         counted_as: str | None = None,
-        answered: bool = False,
+        answer: Answer | None = None,
     ) -> None:
-        """Store an event; `answered`: it is a worker's answer (not a dead letter or a
-        sweep's verdict), which times the job's queue wait."""
+        """Store an event; `answer`: the worker's answer it comes from (not a dead letter
+        or a sweep's verdict), which times the job's queue wait and ends its spans."""
         if outcome is None:
             self.metrics.answers.labels("dropped").inc()
             return
@@ -491,7 +514,13 @@ class GatewayService:
         if job.terminal:
             self._ops_in_flight.pop(job_id, None)
             self.metrics.jobs_finished.labels(job.op, job.status).inc()
-        self.metrics.job_event(job, recorded.event, answered=answered)
+        self.metrics.job_event(job, recorded.event, answered=answer is not None)
+        if answer is not None and self.telemetry.enabled:
+            # Before anyone is told: a client answered with the job finds its spans ended.
+            try:
+                await self._trace_answer(job, recorded.event, answer)
+            except Exception:  # spans are worth less than the answer's delivery
+                log.warning("job %s: spans not recorded", job_id, exc_info=True)
         await self._announce(job, recorded.event)
 
     async def _announce(self, job: Job, event: Event) -> None:

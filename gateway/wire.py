@@ -23,6 +23,8 @@ __all__ = [
     "HEADER_ATTEMPT",
     "HEADER_DEADLINE",
     "HEADER_LEASE_SECONDS",
+    "HEADER_TRACEPARENT",
+    "HEADER_TRACESTATE",
     "NOTICES_EXCHANGE",
     "PROBE_ROUTING_KEY",
     "STORE_MARKER_QUEUE",
@@ -70,6 +72,11 @@ HEADER_DEADLINE = "x-deadline"
 """When the job expires, epoch milliseconds (absent: no deadline)."""
 HEADER_LEASE_SECONDS = "x-lease-seconds"
 """How long a long-running worker may stay silent before the job fails `worker_lost`."""
+HEADER_TRACEPARENT = "traceparent"
+"""W3C Trace Context (gateway/trace_context.py): on a request, the trace it belongs to; on
+an answer, the same trace id with the worker's own span id."""
+HEADER_TRACESTATE = "tracestate"
+"""W3C Trace Context's vendor data, passed on unchanged with `traceparent`."""
 
 # -- exchanges, queues and routing keys the gateway owns ----------------------------------
 

@@ -42,7 +42,7 @@ import logging
 import signal
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,9 +57,22 @@ from aio_pika.exceptions import (
 )
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
+from gateway.trace_context import TraceContext, otel_context
 from gateway.trust import broker_user
 from gateway.types import JSON, JSONObject
-from gateway.wire import CANCEL_EXCHANGE, HEADER_DEADLINE, HEADER_LEASE_SECONDS, AnswerType
+from gateway.wire import (
+    CANCEL_EXCHANGE,
+    HEADER_DEADLINE,
+    HEADER_LEASE_SECONDS,
+    HEADER_TRACEPARENT,
+    HEADER_TRACESTATE,
+    AnswerType,
+)
+
+try:  # optional: the worker's spans, when the process has set OpenTelemetry up
+    from opentelemetry import trace as _otel
+except ImportError:  # pragma: no cover - the light install
+    _otel = None  # type: ignore[assignment]
 
 __all__ = ["JobContext", "JobFailed", "Worker"]
 
@@ -95,6 +108,14 @@ class JobContext:
     op: str
     headers: JSONObject
     _answer: Callable[[AnswerType, bytes], Awaitable[None]] = field(repr=False)
+    trace: TraceContext | None = None
+    """This run's place in the request's trace: its trace id, this worker's span id. Every
+    answer carries it as `traceparent` (None: the request came without a valid one)."""
+
+    @property
+    def trace_id(self) -> str | None:
+        """The trace this job belongs to, for your logs (as the kit's own lines show it)."""
+        return None if self.trace is None else self.trace.trace_id
 
     @property
     def deadline(self) -> float | None:
@@ -130,9 +151,17 @@ class _Operation:
 
 class Worker:
     def __init__(
-        self, broker_url: str, *, prefetch: int = 8, gateway_user: str | None = None
+        self,
+        broker_url: str,
+        *,
+        prefetch: int = 8,
+        gateway_user: str | None = None,
+        tracer_provider: Any = None,
     ) -> None:
+        """`tracer_provider`: an OpenTelemetry tracer provider for the worker's spans (by
+        default the process's global one; none set up, no spans: see `_run_span`)."""
         self.broker_url = broker_url
+        self.tracer_provider = tracer_provider
         self.prefetch = prefetch
         # The broker user this worker logs in as: RabbitMQ refuses any other as user_id.
         self.user = broker_user(broker_url)
@@ -246,20 +275,37 @@ class Worker:
         self, channel: AbstractChannel, operation: _Operation, message: AbstractIncomingMessage
     ) -> None:
         reply_to, job_id = message.reply_to, message.correlation_id or ""
+        headers = dict(message.headers or {})
+        with _run_span(operation.op, job_id, headers, self.tracer_provider) as trace:
+            answer_headers: dict[str, Any] = {} if trace is None else dict(trace.headers())
 
-        async def answer(kind: AnswerType, body: bytes) -> None:
-            if not reply_to:
-                return
-            await channel.default_exchange.publish(
-                aio_pika.Message(
-                    body,
-                    content_type="application/json",
-                    correlation_id=job_id,
-                    type=kind.value,
-                    user_id=self.user,
-                ),
-                routing_key=reply_to,
-            )
+            async def answer(kind: AnswerType, body: bytes) -> None:
+                if not reply_to:
+                    return
+                await channel.default_exchange.publish(
+                    aio_pika.Message(
+                        body,
+                        content_type="application/json",
+                        correlation_id=job_id,
+                        type=kind.value,
+                        user_id=self.user,
+                        headers=answer_headers or None,
+                    ),
+                    routing_key=reply_to,
+                )
+
+            job = JobContext(job_id, operation.op, headers, answer, trace)
+            await self._take(channel, operation, message, job)
+
+    async def _take(
+        self,
+        channel: AbstractChannel,
+        operation: _Operation,
+        message: AbstractIncomingMessage,
+        job: JobContext,
+    ) -> None:
+        """Run the job `message` asks for, or reject or skip it, and answer."""
+        job_id, answer = job.id, job._answer
 
         if self.gateway_user is not None and message.user_id != self.gateway_user:
             # Put into the queue by someone other than the gateway (no HTTP auth, no
@@ -272,7 +318,7 @@ class Worker:
             )
             await message.reject(requeue=False)
             return
-        job = JobContext(job_id, operation.op, dict(message.headers or {}), answer)
+        log.debug("job %s of %s taken (trace_id=%s)", job_id, operation.op, job.trace_id)
         if job_id in self._cancelled or (job.deadline is not None and job.deadline < time.time()):
             await message.ack()  # cancelled or expired already: the gateway has said so
             return
@@ -310,14 +356,18 @@ class Worker:
                 JobFailed("invalid_request", "the request is not JSON").body()
             )
         except TimeoutError:
-            log.warning("job %s passed its deadline; the gateway expires it", job.id)
+            log.warning(
+                "job %s passed its deadline; the gateway expires it (trace_id=%s)",
+                job.id,
+                job.trace_id,
+            )
             return None
         except asyncio.CancelledError:
             if job.id in self._cancelled and not _current_task_cancelling():
                 return None
             raise
         except Exception as exc:
-            log.exception("job %s (%s) failed", job.id, operation.op)
+            log.exception("job %s (%s) failed (trace_id=%s)", job.id, operation.op, job.trace_id)
             return AnswerType.ERROR, orjson.dumps(
                 JobFailed("worker_error", f"{type(exc).__name__}: {exc}").body()
             )
@@ -356,3 +406,28 @@ def _current_task_cancelling() -> bool:
     """True if the task running us (not the handler) is being cancelled: a shutdown."""
     task = asyncio.current_task()
     return task is not None and task.cancelling() > 0
+
+
+@contextlib.contextmanager
+def _run_span(
+    op: str, job_id: str, headers: JSONObject, provider: Any
+) -> Iterator[TraceContext | None]:
+    """The worker's place in the request's trace for one job, while it is handled: a span
+    of its own if OpenTelemetry is installed and set up in this process (its tracer
+    provider), else just a new span id in the request's trace. None if the request
+    carries no valid `traceparent`."""
+    request = TraceContext.parse(headers.get(HEADER_TRACEPARENT), headers.get(HEADER_TRACESTATE))
+    if request is None or _otel is None:
+        yield None if request is None else request.child()
+        return
+    tracer = _otel.get_tracer("gateway.worker", tracer_provider=provider)
+    with tracer.start_as_current_span(
+        f"process {op}",
+        context=otel_context(request),
+        kind=_otel.SpanKind.CONSUMER,
+        attributes={"messaging.system": "rabbitmq", "messaging.message.id": job_id},
+    ) as span:
+        # No SDK set up: a non-recording span with the parent's ids; a fresh one instead.
+        own = span.get_span_context()
+        recording = own.is_valid and own.span_id != int(request.span_id, 16)
+        yield TraceContext.of_span(span, request.state) if recording else request.child()

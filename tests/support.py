@@ -24,6 +24,7 @@ from gateway.app import create_app
 from gateway.config import Settings
 from gateway.server import uvicorn_config
 from gateway.service import GatewayService
+from gateway.telemetry import Telemetry
 from gateway.wire import STORE_MARKER_QUEUE
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -179,12 +180,13 @@ async def serve_gateway(
     *,
     wait_for_broker: bool = True,
     take_over: bool = True,
+    telemetry: Telemetry | None = None,
 ) -> AsyncIterator[RunningGateway]:
     """Serve a gateway on a free port until the block ends; waits for the broker link.
     `take_over`: its store takes the virtual host over from earlier tests' stores."""
     if take_over:
         await take_over_vhost(settings.broker_url)
-    app = create_app(settings)
+    app = create_app(settings, telemetry)
     service: GatewayService = app.state.service
     # A socket already listening takes connections at once; uvicorn serves them once its
     # start-up is done, so nobody has to poll for "started".

@@ -55,6 +55,7 @@ async def get_job(request: Request) -> Response:
             job = await service.wait_for_job(job_id, wait, after=after, principal=principal)
     else:
         job = await service.job(job_id, principal)
+    service.telemetry.delivered(job)
     return ORJSONResponse(job_json(request, job))
 
 

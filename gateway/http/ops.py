@@ -14,7 +14,9 @@ from gateway.http.access import caller, client_key, job_json, limits_of
 from gateway.http.params import deadline_seconds, read_sized_json_body, wait_seconds
 from gateway.http.responses import ORJSONResponse
 from gateway.service import GatewayService
+from gateway.trace_context import TraceContext
 from gateway.types import JSONObject
+from gateway.wire import HEADER_TRACEPARENT, HEADER_TRACESTATE
 
 MAX_IDEMPOTENCY_KEY = 255
 
@@ -64,12 +66,24 @@ async def submit(request: Request) -> Response:
     await contract.check_request(body, size)
     if wait:
         service.check_capacity()
+    telemetry = service.telemetry
+    client_trace = TraceContext.parse(
+        request.headers.get(HEADER_TRACEPARENT), request.headers.get(HEADER_TRACESTATE)
+    )
     # A wait takes its slot before the job is made: a 429 or 503 after it would leave a job
     # whose id the client never learns.
-    with limits_of(request).waiting(client_key(request, principal)) if wait else nullcontext():
-        job = await service.submit(contract, body, key, deadline, owner=principal.subject)
+    with (
+        limits_of(request).waiting(client_key(request, principal)) if wait else nullcontext(),
+        telemetry.serving("POST /v1/ops/{op}", client_trace) as trace,
+    ):
+        with telemetry.publishing(contract.op, trace) as (sent, span):
+            job = await service.submit(
+                contract, body, key, deadline, owner=principal.subject, trace=sent
+            )
+            telemetry.name_job(span, job)
         if wait:
             job = await service.wait_for_job(job.id, wait)
+            telemetry.delivered(job)
     headers = {"Location": f"/v1/jobs/{job.id}"}
     if wait and "wait" not in request.query_params:
         headers["Preference-Applied"] = f"wait={wait:g}"

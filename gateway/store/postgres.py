@@ -71,8 +71,13 @@ CREATE TABLE IF NOT EXISTS gateway_jobs (
     published boolean NOT NULL DEFAULT false,
     deadline_at double precision,
     lease_until double precision,
-    owner text
+    owner text,
+    traceparent text,
+    tracestate text
 );
+-- Added since version 1 was set: nullable, so an older database only gains them.
+ALTER TABLE gateway_jobs ADD COLUMN IF NOT EXISTS traceparent text;
+ALTER TABLE gateway_jobs ADD COLUMN IF NOT EXISTS tracestate text;
 CREATE UNIQUE INDEX IF NOT EXISTS gateway_jobs_idempotency
     ON gateway_jobs (op, idempotency_key) WHERE idempotency_key IS NOT NULL;
 CREATE INDEX IF NOT EXISTS gateway_jobs_deadline ON gateway_jobs (deadline_at)

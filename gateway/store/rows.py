@@ -5,7 +5,7 @@ columns and bytes.
 JSON values (result, error, progress, event data) are orjson bytes, NULL for None: the
 same in both stores, and unlike `jsonb` they keep key order, big floats and "\\u0000".
 Columns are read by position in the order the queries below name them; `JobRow` names
-the extra columns (`request`, `published`) so no caller counts to 13. The queries both
+the extra columns (`request`, `published`) so no caller counts to 15. The queries both
 stores make alike (`listing_sql`, `timings_sql`) are built here too.
 """
 
@@ -39,6 +39,8 @@ JOB_FIELDS = (
     "request_hash",
     "deadline_at",
     "owner",
+    "traceparent",
+    "tracestate",
 )
 JSON_FIELDS = frozenset({"result", "error", "progress"})
 JOB_COLUMNS = ", ".join(JOB_FIELDS)
@@ -86,6 +88,8 @@ def job_from_row(row: Sequence[Any]) -> Job:
         row[10],
         row[11],
         row[12],
+        row[13],
+        row[14],
     )
 
 
@@ -105,6 +109,8 @@ def job_to_row(job: Job) -> tuple[Any, ...]:
         job.request_hash,
         job.deadline_at,
         job.owner,
+        job.traceparent,
+        job.tracestate,
     )
 
 

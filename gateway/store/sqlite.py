@@ -76,7 +76,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     published INTEGER NOT NULL DEFAULT 0,
     deadline_at REAL,
     lease_until REAL,
-    owner TEXT
+    owner TEXT,
+    traceparent TEXT,
+    tracestate TEXT
 );
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency ON jobs (op, idempotency_key)
     WHERE idempotency_key IS NOT NULL;
@@ -104,6 +106,7 @@ CREATE TABLE IF NOT EXISTS events (
     PRIMARY KEY (job_id, seq)
 ) WITHOUT ROWID;
 """
+ADDED_COLUMNS = ("traceparent", "tracestate")
 SCHEMA_STATEMENTS = [s.strip() for s in SCHEMA.split(";") if s.strip()]
 
 BUSY_TIMEOUT = 5.0
@@ -211,6 +214,12 @@ class SQLiteStore(JobStore):
             )
         for statement in SCHEMA_STATEMENTS:
             db.execute(statement)
+        # Columns added since the version was set: nullable, so a file of the same version
+        # made before them only gains them (a job made before has no trace).
+        columns = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
+        for column in ADDED_COLUMNS:
+            if column not in columns:
+                db.execute(f"ALTER TABLE jobs ADD COLUMN {column} TEXT")
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         db.execute(
             "INSERT OR IGNORE INTO meta (name, value) VALUES ('identity', ?)",

@@ -45,4 +45,24 @@ subtest 'lease and deadline headers' => sub {
     is $job->deadline, 1_700_000_000.5, 'deadline from x-deadline (ms) in seconds';
 };
 
+subtest 'the request\'s trace is continued' => sub {
+    my $parent = '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01';
+    my $job = Gateway::Worker::Job->new(id => 'j', op => 'o', answer => sub {},
+        headers => { traceparent => $parent, tracestate => 'vendor=abc' });
+    is $job->trace_id, '4bf92f3577b34da6a3ce929d0e0e4736', 'the trace id of the request';
+    my $headers = $job->trace_headers;
+    like $headers->{traceparent}, qr/\A00-4bf92f3577b34da6a3ce929d0e0e4736-[0-9a-f]{16}-01\z/,
+        'answers: the same trace and flags';
+    isnt $headers->{traceparent}, $parent, '... with a span id of the worker\'s own';
+    is $headers->{tracestate}, 'vendor=abc', 'tracestate unchanged';
+    for my $bad ('01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01',
+                 '00-00000000000000000000000000000000-00f067aa0ba902b7-01',
+                 '00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01', 'junk') {
+        my $other = Gateway::Worker::Job->new(id => 'j', op => 'o', answer => sub {},
+            headers => { traceparent => $bad });
+        is $other->trace_id, undef, "no trace from $bad";
+        is_deeply $other->trace_headers, {}, '... and none on the answers';
+    }
+};
+
 done_testing;

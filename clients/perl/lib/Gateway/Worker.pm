@@ -270,6 +270,7 @@ sub _handle {
     my $reply_to   = $properties->reply_to;
     my $ack        = sub { $channel->ack(delivery_tag => $tag) if $channel->is_open };
 
+    my $trace_headers = {};    # set below, once the job has continued the request's trace
     my $answer = sub {
         my ($type, $data, %confirm) = @_;
         # After a reconnection the job's channel is gone: a quick job's request comes
@@ -287,6 +288,8 @@ sub _handle {
                 # Our broker user, which RabbitMQ checks: a gateway run with
                 # --worker-users takes answers only from its operation's workers.
                 user_id        => $self->{broker}{user},
+                # The request's trace, continued (Job.pm): the same trace id, our span.
+                headers        => $trace_headers,
             },
             %confirm,
         );
@@ -297,6 +300,7 @@ sub _handle {
         headers => $properties->headers // {},
         answer  => $answer,
     );
+    $trace_headers = $job->trace_headers;    # not $job itself: no job <-> answer cycle
     if ($self->{cancelled}{ $job->id } || (defined $job->deadline && $job->deadline < AnyEvent->time)) {
         return $ack->();    # cancelled or expired already: the gateway has said so
     }
@@ -360,7 +364,7 @@ sub _run {
     $timers{heartbeat} = AnyEvent->timer(after => $lease / 3, interval => $lease / 3, cb => sub { $job->heartbeat });
     if (defined(my $deadline = $job->deadline)) {
         $timers{deadline} = AnyEvent->timer(after => _max($deadline - AnyEvent->time, 0), cb => sub {
-            $self->{log}->("job $id passed its deadline; the gateway expires it");
+            $self->{log}->("job $id passed its deadline; the gateway expires it" . _trace_note($job));
             $job->_cancel('expired');
         });
     }
@@ -391,8 +395,15 @@ sub _failure {
     my ($self, $operation, $job, $error) = @_;
     return error => $error->body if blessed $error && $error->isa('Gateway::Worker::Failure');
     (my $message = "$error") =~ s/\s+\z//;
-    $self->{log}->("job @{[ $job->id ]} ($operation->{op}) failed: $message");
+    $self->{log}->("job @{[ $job->id ]} ($operation->{op}) failed: $message" . _trace_note($job));
     return error => { error => { code => 'worker_error', message => $message } };
+}
+
+# " (trace_id=...)" for a log line about a job that has a trace.
+sub _trace_note {
+    my ($job) = @_;
+    my $trace_id = $job->trace_id;
+    return defined $trace_id ? " (trace_id=$trace_id)" : '';
 }
 
 sub _close_reason {

@@ -14,7 +14,40 @@ sub new {
     for my $field (qw(id op answer)) {
         croak "$field is required" unless defined $args{$field};
     }
-    return bless { headers => {}, %args }, $class;
+    my $self = bless { headers => {}, %args }, $class;
+    $self->{trace} = _continue_trace($self->{headers});
+    return $self;
+}
+
+# W3C Trace Context: the request's traceparent (version 00, ids not all zeros), continued
+# with a span id of this worker's own; undef if the request has none or a malformed one.
+my $TRACEPARENT = qr/\A00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})\z/;
+
+sub _continue_trace {
+    my ($headers) = @_;
+    my $parent = $headers->{traceparent};
+    return undef unless defined $parent && !ref $parent && $parent =~ $TRACEPARENT;
+    my ($trace_id, $parent_id, $flags) = ($1, $2, $3);
+    return undef if $trace_id !~ /[^0]/ || $parent_id !~ /[^0]/;
+    my $span_id;
+    do { $span_id = sprintf '%08x%08x', int rand 2**32, int rand 2**32 } until $span_id =~ /[^0]/;
+    my $state = $headers->{tracestate};
+    my %trace = (trace_id => $trace_id, traceparent => "00-$trace_id-$span_id-$flags");
+    $trace{tracestate} = $state
+        if defined $state && !ref $state && length $state <= 512 && $state =~ /\A[\x20-\x7e]+\z/;
+    return \%trace;
+}
+
+# The trace this job belongs to (32 hex digits), or undef: for your log lines.
+sub trace_id { $_[0]{trace} ? $_[0]{trace}{trace_id} : undef }
+
+# The headers every answer for this job carries: the same trace, this worker's span.
+sub trace_headers {
+    my ($self) = @_;
+    return {} unless $self->{trace};
+    my %headers = (traceparent => $self->{trace}{traceparent});
+    $headers{tracestate} = $self->{trace}{tracestate} if defined $self->{trace}{tracestate};
+    return \%headers;
 }
 
 sub id      { $_[0]{id} }
@@ -111,6 +144,13 @@ Gateway::Worker::Job - the job a Gateway::Worker handler is working on
 
 The job id (the request's C<correlation_id>), the operation, and the request's AMQP
 headers (e.g. C<x-deadline>, C<x-lease-seconds>).
+
+=head2 trace_id, trace_headers
+
+The W3C trace the request belongs to: C<trace_id> is its 32 hex digits (undef if the
+request carried no valid C<traceparent>), for your log lines. C<trace_headers> is what
+every answer for the job carries: C<traceparent> with the same trace id and this worker's
+own span id, and C<tracestate> unchanged.
 
 =head2 deadline
 
