@@ -1,7 +1,8 @@
 """The Perl worker kit (`Gateway::Worker`) on the lease pattern, as the Python worker's
 tests prove it: a long-running job cancelled by HTTP DELETE mid-run (the handler hears
 it), a job outliving its lease kept alive by heartbeats, and a request whose deadline has
-passed skipped unrun. A real gateway, a real RabbitMQ and a real Perl process
+passed skipped unrun; and a client's trace reaching it unchanged, continued on its answers.
+A real gateway, a real RabbitMQ and a real Perl process
 (tests/perl/worker.pl)."""
 
 from __future__ import annotations
@@ -17,9 +18,12 @@ import aio_pika
 import orjson
 import pytest
 
+from gateway.trace_context import TraceContext
 from tests.support import ROOT, RabbitNode, RunningGateway, make_settings, serve_gateway
 
 WORKER = ROOT / "tests" / "perl" / "worker.pl"
+TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
+TRACE_HEADERS = {"traceparent": f"00-{TRACE_ID}-b7ad6b7169203331-01", "tracestate": "rojo=1"}
 LEASE_SECONDS = 3  # heartbeats every second; a loaded machine may delay one a bit
 
 
@@ -151,7 +155,7 @@ async def test_a_perl_worker_skips_a_request_past_its_deadline(
                     correlation_id=job_id,
                     reply_to=replies.name,
                     type=op,
-                    headers={"x-deadline": deadline, "x-attempt": 1},
+                    headers={"x-deadline": deadline, "x-attempt": 1, **TRACE_HEADERS},
                 ),
                 routing_key=op,
             )
@@ -164,9 +168,31 @@ async def test_a_perl_worker_skips_a_request_past_its_deadline(
         assert "ran perl-expired" not in worker.lines
         assert answer.correlation_id == "perl-fresh"
         assert orjson.loads(answer.body) == {"id": "perl-fresh"}
+        # The answer continues the request's trace: same trace and flags, the worker's span.
+        answered = TraceContext.parse(answer.headers["traceparent"], answer.headers["tracestate"])
+        sent = TraceContext.parse(TRACE_HEADERS["traceparent"], TRACE_HEADERS["tracestate"])
+        assert answered is not None and sent is not None
+        assert (answered.trace_id, answered.flags, answered.state) == (
+            sent.trace_id,
+            sent.flags,
+            sent.state,
+        )
+        assert answered.span_id != sent.span_id
         assert await replies.get(fail=False) is None  # nothing for the expired one
         # Both acked: nothing is left ready or unacked in the operation's queue.
         await wait_queue_empty(rabbit, op)
+
+
+async def test_a_client_trace_reaches_the_perl_worker_unchanged(perl: Served) -> None:
+    gw, worker = perl
+    async with gw.client() as http:
+        r = await http.post(
+            f"/v1/ops/{gw.op('echo')}?wait=20", json={"x": 1}, headers=TRACE_HEADERS
+        )
+    job = r.json()
+    assert job["status"] == "succeeded" and job["trace_id"] == TRACE_ID
+    line = await worker.line(f"ran {job['id']}")
+    assert line == f"ran {job['id']} traceparent={TRACE_HEADERS['traceparent']} trace_id={TRACE_ID}"
 
 
 async def wait_queue_empty(rabbit: RabbitNode, queue: str, limit: float = 30) -> None:

@@ -3,7 +3,7 @@
 #   WAIT (long-running) works until it is cancelled, and prints "cancelled ID REASON";
 #   SLOW (long-running) blocks for {"seconds": N} in a child (AnyEvent::Util::fork_call),
 #        answering {"slept": N}: heartbeats must keep its short lease meanwhile;
-#   ECHO (quick) prints "ran ID" and answers the request.
+#   ECHO (quick) prints "ran ID traceparent=HEADER trace_id=ID" and answers the request.
 # Lines on STDOUT are what the test waits for.
 #
 #   GATEWAY_BROKER_URL=amqp://... perl tests/perl/worker.pl WAIT SLOW ECHO
@@ -47,7 +47,9 @@ $worker->operation($slow_op => sub {
 
 $worker->operation($echo_op => sub {
     my ($request, $job) = @_;
-    print "ran @{[ $job->id ]}\n";
+    my $traceparent = $job->headers->{traceparent} // '';
+    my $trace_id = $job->trace_id // '';
+    print "ran @{[ $job->id ]} traceparent=$traceparent trace_id=$trace_id\n";
     return $request;
 });
 
