@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,9 @@ WIRE_SCHEMAS = Path(__file__).resolve().parent.parent / "schemas" / "wire"
 WIRE_NAMES = {"job.json": "Job", "event.json": "Event", "error.json": "Error"}
 
 
-def _load_wire() -> JSONObject:
+def wire_schemas() -> JSONObject:
+    """The gateway's wire schemas (schemas/wire/), by component name, without `$schema`
+    and `$id`: what /openapi.json and /asyncapi.json embed."""
     schemas: JSONObject = {}
     for filename, name in WIRE_NAMES.items():
         path = WIRE_SCHEMAS / filename
@@ -28,17 +31,23 @@ def _load_wire() -> JSONObject:
     return schemas
 
 
-def _rewrite_refs(node: JSON, op: str) -> JSON:
-    """Point a contract's `#/definitions/x` references at its components."""
+def rewrite_refs(node: JSON, target: Callable[[str], str]) -> JSON:
+    """A contract's schema with each `#/definitions/<rest>` reference pointed at
+    `target(<rest>)`: where a generated document keeps the contract's definitions."""
     if isinstance(node, dict):
-        out = {k: _rewrite_refs(v, op) for k, v in node.items()}
+        out = {k: rewrite_refs(v, target) for k, v in node.items()}
         ref = out.get("$ref")
         if isinstance(ref, str) and ref.startswith("#/definitions/"):
-            out["$ref"] = f"#/components/schemas/{op}.{ref.removeprefix('#/definitions/')}"
+            out["$ref"] = target(ref.removeprefix("#/definitions/"))
         return out
     if isinstance(node, list):
-        return [_rewrite_refs(v, op) for v in node]
+        return [rewrite_refs(v, target) for v in node]
     return node
+
+
+def _rewrite_refs(node: JSON, op: str) -> JSON:
+    """Point a contract's `#/definitions/x` references at its components."""
+    return rewrite_refs(node, lambda rest: f"#/components/schemas/{op}.{rest}")
 
 
 def _ref(name: str) -> JSONObject:
@@ -49,9 +58,10 @@ def _json(schema: JSONObject, description: str) -> JSONObject:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
-def _events_page(item: str, description: str) -> JSONObject:
-    """A long-poll's answer: `{"events": [...], "next": S}`."""
-    return _json(
+def _events_page(item: str, description: str, stream_event: JSONObject) -> JSONObject:
+    """An events endpoint's answer: a long-poll's `{"events": [...], "next": S}`, or with
+    `Accept: text/event-stream` an SSE stream of `stream_event`s (see `_sse_event`)."""
+    page = _json(
         {
             "type": "object",
             "required": ["events", "next"],
@@ -62,6 +72,105 @@ def _events_page(item: str, description: str) -> JSONObject:
         },
         description,
     )
+    page["content"]["text/event-stream"] = {"schema": stream_event}
+    return page
+
+
+# -- Server-Sent Events -------------------------------------------------------------------
+# How a stream is described, under OpenAPI 3.1 (what this document declares): 3.1 cannot
+# say "a sequence of items" (3.2's `itemSchema` is not allowed, and openapi-spec-validator
+# refuses it), and tools read a 3.1 `text/event-stream` `schema` as the schema of ONE
+# event (schemathesis does; 3.2 reads `schema` as the whole stream, an array). So here
+# `schema` is one event as an EventSource dispatches it, `{"event", "id", "data"}`, with
+# `data` the JSON text and `contentSchema` what it parses to, as 3.2's own SSE example
+# does; the stream is a sequence of them. Comments (`: ping`), `retry:` and an `id:`
+# alone dispatch no event, so they are not described.
+
+SSE_ID: JSONObject = {
+    "type": "string",
+    "pattern": "^[0-9]+$",
+    "description": "The event's `seq`: resume after it with Last-Event-ID (or ?after=)",
+}
+
+
+def _sse_event(event: str, data: JSONObject, description: str) -> JSONObject:
+    """One SSE event of type `event` whose `data:` is JSON matching `data`."""
+    return {
+        "type": "object",
+        "description": description,
+        "required": ["event", "id", "data"],
+        "properties": {
+            "event": {"const": event},
+            "id": SSE_ID,
+            "data": {
+                "type": "string",
+                "contentMediaType": "application/json",
+                "contentSchema": data,
+            },
+        },
+    }
+
+
+NO_DATA: JSONObject = {"type": "null"}
+JOB_EVENTS: dict[str, str] = {
+    "queued": "Accepted; waiting for a worker. `data`: null",
+    "started": "A worker took it (its `started` answer). `data`: null",
+    "progress": "A progress answer of the worker. `data`: the contract's `progress`",
+    "result": "Succeeded (terminal). `data`: the result, as the contract's `result` says",
+    "error": "Failed (terminal). `data`: the error, as the job resource's `error`",
+    "cancelled": "Cancelled by a client (terminal). `data`: the error (code `cancelled`)",
+    "expired": "Not done by its deadline (terminal). `data`: the error (code `expired`)",
+}
+"""Every job event type (gateway/types.py `EventType`; a test checks none is missing)
+and what its event means."""
+OP_EVENTS = ("progress", "result")
+"""The event types whose `data` depends on the operation's contract."""
+
+
+def _job_stream(contracts: ContractRegistry, schemas: JSONObject) -> JSONObject:
+    """Components for the SSE events of jobs: one per event type whose `data` is the same
+    for every operation (`SseEvent.<type>`), and per operation its own (`<op>.SseEvent.
+    <type>`) and the union of all of its job's events, discriminated by `event`
+    (`<op>.SseEvent`). The stream's event schema: one of some operation's."""
+    job = schemas["Job"]
+    schemas["JobError"] = job.get("properties", {}).get("error", {"type": "object"})
+    shared = {
+        "queued": NO_DATA,
+        "started": NO_DATA,
+        "error": _ref("JobError"),
+        "cancelled": _ref("JobError"),
+        "expired": _ref("JobError"),
+    }
+    for kind, data in shared.items():
+        schemas[f"SseEvent.{kind}"] = _sse_event(kind, data, JOB_EVENTS[kind])
+    for contract in contracts.values():
+        op = contract.op
+        own: dict[str, JSONObject] = {
+            "progress": (
+                _ref(f"{op}.progress")
+                if contract.progress is not None
+                else {"description": "Any JSON: the contract has no `progress` schema"}
+            ),
+            "result": _ref(f"{op}.result"),
+        }
+        for kind, data in own.items():
+            schemas[f"{op}.SseEvent.{kind}"] = _sse_event(kind, data, JOB_EVENTS[kind])
+        mapping = {
+            kind: f"#/components/schemas/{op}.SseEvent.{kind}"
+            if kind in OP_EVENTS
+            else f"#/components/schemas/SseEvent.{kind}"
+            for kind in JOB_EVENTS
+        }
+        schemas[f"{op}.SseEvent"] = {
+            "description": f"One event of the SSE stream of a {op} job",
+            "oneOf": [{"$ref": ref} for ref in mapping.values()],
+            "discriminator": {"propertyName": "event", "mapping": mapping},
+        }
+    return {
+        "description": "One event of the stream (`<op>.SseEvent` for a job of `<op>`); the "
+        "stream ends after the terminal event (`result`, `error`, `cancelled`, `expired`)",
+        "anyOf": [_ref(f"{op}.SseEvent") for op in contracts],
+    }
 
 
 ERRORS = {
@@ -195,6 +304,21 @@ TOPIC_MESSAGE: JSONObject = {
 
 
 def _topic_paths(topics: TopicRegistry, schemas: JSONObject) -> dict[str, Any]:
+    schemas["TopicMessage"] = TOPIC_MESSAGE
+    for contract in topics.values():
+        prefix = f"topic.{contract.name}"
+        for name, definition in contract.document["definitions"].items():
+            schemas[f"{prefix}.{name}"] = _rewrite_refs(definition, prefix)
+        schemas[f"{prefix}.SseEvent"] = _sse_event(
+            "message",
+            _ref(f"{prefix}.message"),
+            f"A message of topic {contract.name} or one of its keys: `data` is the message",
+        )
+    stream: JSONObject = {
+        "description": "One event of the stream (`topic.<name>.SseEvent` for contract "
+        "`<name>`'s topics); the stream never ends by itself",
+        "anyOf": [_ref(f"topic.{name}.SseEvent") for name in topics],
+    }
     paths: dict[str, Any] = {
         "/v1/topics": {
             "get": {
@@ -210,7 +334,7 @@ def _topic_paths(topics: TopicRegistry, schemas: JSONObject) -> dict[str, Any]:
                 "honours Last-Event-ID. Without `after`: from the next message.",
                 "parameters": [TOPIC, WAIT, {**AFTER, "description": "A message's seq"}],
                 "responses": {
-                    "200": _events_page("TopicMessage", "Messages after `after`"),
+                    "200": _events_page("TopicMessage", "Messages after `after`", stream),
                     "400": ERRORS["400"],
                     "404": ERRORS["404"],
                 },
@@ -224,11 +348,8 @@ def _topic_paths(topics: TopicRegistry, schemas: JSONObject) -> dict[str, Any]:
             }
         },
     }
-    schemas["TopicMessage"] = TOPIC_MESSAGE
     for contract in topics.values():
         prefix = f"topic.{contract.name}"
-        for name, definition in contract.document["definitions"].items():
-            schemas[f"{prefix}.{name}"] = _rewrite_refs(definition, prefix)
         paths[f"/v1/topics/{contract.name}"] = {
             "get": {
                 "operationId": f"topic_contract_{contract.name}",
@@ -362,7 +483,11 @@ def _console_paths(contracts: ContractRegistry, schemas: JSONObject) -> dict[str
 
 
 def build_openapi(contracts: ContractRegistry, topics: TopicRegistry | None = None) -> JSONObject:
-    schemas: JSONObject = _load_wire()
+    schemas: JSONObject = wire_schemas()
+    for contract in contracts.values():
+        for name, definition in contract.document["definitions"].items():
+            schemas[f"{contract.op}.{name}"] = _rewrite_refs(definition, contract.op)
+    job_stream = _job_stream(contracts, schemas)
     paths: dict[str, Any] = {
         "/v1/ops": {
             "get": {
@@ -394,9 +519,13 @@ def build_openapi(contracts: ContractRegistry, topics: TopicRegistry | None = No
         "/v1/jobs/{job_id}/events": {
             "get": {
                 "operationId": "get_job_events",
+                "description": "Long-poll JSON; with `Accept: text/event-stream`, an SSE "
+                "stream (`id: <seq>`, `event: <type>`, `data: <JSON>`; a job of `<op>` sends "
+                "`<op>.SseEvent`s) that honours Last-Event-ID and ends after the job's "
+                "terminal event.",
                 "parameters": [JOB_ID, WAIT, AFTER],
                 "responses": {
-                    "200": _events_page("Event", "Events after `after`"),
+                    "200": _events_page("Event", "Events after `after`", job_stream),
                     "400": ERRORS["400"],
                     "404": ERRORS["404"],
                 },
@@ -416,8 +545,6 @@ def build_openapi(contracts: ContractRegistry, topics: TopicRegistry | None = No
         },
     }
     for contract in contracts.values():
-        for name, definition in contract.document["definitions"].items():
-            schemas[f"{contract.op}.{name}"] = _rewrite_refs(definition, contract.op)
         paths[f"/v1/ops/{contract.op}"] = {
             "get": {
                 "operationId": f"contract_{contract.op}",

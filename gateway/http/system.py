@@ -1,4 +1,5 @@
-"""Health, readiness, metrics and the OpenAPI document."""
+"""Health, readiness, metrics, and the OpenAPI (HTTP side) and AsyncAPI (AMQP side)
+documents."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from gateway.asyncapi import build_asyncapi
 from gateway.http.ops import service_of
 from gateway.http.responses import ORJSONResponse
 from gateway.metrics import CONTENT_TYPE_LATEST
@@ -45,9 +47,18 @@ async def openapi(request: Request) -> Response:
     return ORJSONResponse(state.openapi)
 
 
+async def asyncapi(request: Request) -> Response:
+    state = request.app.state
+    if getattr(state, "asyncapi", None) is None:
+        service = service_of(request)
+        state.asyncapi = build_asyncapi(service.contracts, service.topics)
+    return ORJSONResponse(state.asyncapi)
+
+
 routes = [
     Route("/healthz", healthz, methods=["GET"]),
     Route("/readyz", readyz, methods=["GET"]),
     Route("/metrics", metrics, methods=["GET"]),
     Route("/openapi.json", openapi, methods=["GET"]),
+    Route("/asyncapi.json", asyncapi, methods=["GET"]),
 ]
