@@ -11,6 +11,7 @@ import click
 
 from gateway import __version__
 from gateway.config import DEFAULT_BROKER_URL, DEFAULT_STORE_URL, AuthSettings, Settings
+from gateway.conform.command import conform
 from gateway.errors import ContractError
 from gateway.trust import WorkerUsers
 
@@ -41,6 +42,9 @@ AUTH_OPTIONS = (
 @click.version_option(__version__, prog_name="gateway")
 def main() -> None:
     """HTTP gateway to RabbitMQ workers: JSON Schema contracts, RPC, long-poll and SSE."""
+
+
+main.add_command(conform)
 
 
 def _static(item: str) -> tuple[str, Path]:
