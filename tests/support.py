@@ -10,6 +10,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, replace
@@ -116,8 +117,19 @@ class RabbitNode:
             os.kill(pid, sig)
 
     def pause(self) -> None:
-        """SIGSTOP the node: connections stay open, nothing is answered."""
-        os.kill(self.pid, signal.SIGSTOP)
+        """SIGSTOP the node: connections stay open, nothing is answered. Returns once every
+        thread of its VM is stopped (a signal is delivered to each thread on its own), and
+        only if the pid file names this node's VM: a test that goes on while the node still
+        runs, or stops another process, would prove nothing."""
+        pid = self.pid
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        assert str(self.directory).encode() in cmdline, f"pid {pid} is not this node's VM"
+        os.kill(pid, signal.SIGSTOP)
+        deadline = time.monotonic() + 10
+        while not all(_stopped(task) for task in Path(f"/proc/{pid}/task").iterdir()):
+            # The kernel has no event for "stopped": poll /proc (microseconds, usually).
+            assert time.monotonic() < deadline, f"node {pid} did not stop"
+            time.sleep(0.001)
 
     def resume(self) -> None:
         os.kill(self.pid, signal.SIGCONT)
@@ -135,6 +147,15 @@ class RabbitNode:
     def disk_alarm(self, on: bool) -> None:
         """Raise (or clear) a disk alarm: free space below an absurd limit."""
         self.ctl("-q", "set_disk_free_limit", "100000GB" if on else "50MB")
+
+
+def _stopped(task: Path) -> bool:
+    """Whether a thread (/proc/PID/task/TID) is stopped by a signal (state T)."""
+    try:
+        stat = (task / "stat").read_text()
+    except FileNotFoundError:
+        return True  # gone
+    return stat[stat.rindex(")") + 2] in "Tt"
 
 
 def contracts_for_test(
