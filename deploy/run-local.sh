@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make run`: RabbitMQ (yours, if GATEWAY_BROKER_URL reaches one; else a project-local
 # node), the gateway on GATEWAY_PORT (default 8000) serving its console at /console/, the chat example
-# (examples/chat/) at /chat/, the example workers and the chat daemon, and the browser
+# (examples/chat/) at /chat/, the example workers (Python, Perl, Node) and the chat daemon, and the browser
 # example (examples/browser/) on GATEWAY_EXAMPLE_PORT (default 8001), whose origin is added
 # to GATEWAY_CORS_ORIGINS. Ctrl-C (or killing this script's process group) stops the
 # gateway, workers and example; the local node keeps running in a session of its own
@@ -63,6 +63,13 @@ if perl -MAnyEvent::RabbitMQ -e1 2>/dev/null; then
     done
 fi
 
+# The JavaScript worker for text.stats, on the Node kit in clients/js (whose amqplib
+# `make setup` installs: the kit resolves it from clients/js/node_modules).
+if command -v node >/dev/null 2>&1 && [ -d clients/js/node_modules/amqplib ]; then
+    node examples/workers/text_stats.mjs &
+    pids+=($!)
+fi
+
 # The browser example: the page and the JS client, on a port (an origin) of their own.
 "$bin/python" examples/browser/serve.py --port "$example_port" --gateway "http://127.0.0.1:$port" &
 extras+=($!)
@@ -85,10 +92,11 @@ fi
 cat <<MSG
 
 The gateway is up on http://127.0.0.1:$port with workers for math.add, report.generate
-and echo (Python) and text.upper (Perl).
+and echo (Python), text.upper (Perl) and text.stats (JavaScript).
 The console (operations, a form for each, jobs live, topics): http://127.0.0.1:$port/console/
 Try:
   curl -s -H 'Content-Type: application/json' -d '{"a": 2, "b": 3}' 'http://127.0.0.1:$port/v1/ops/math.add?wait=5'
+  curl -s -H 'Content-Type: application/json' -d '{"text": "one two\nthree"}' 'http://127.0.0.1:$port/v1/ops/text.stats?wait=5'
   curl -si -H 'Content-Type: application/json' -d '{"title": "Q3", "sections": 4}' http://127.0.0.1:$port/v1/ops/report.generate
   curl -s "http://127.0.0.1:$port\$LOCATION?wait=30"      # LOCATION from the line above
   curl -sN -H 'Accept: text/event-stream' "http://127.0.0.1:$port\$LOCATION/events"

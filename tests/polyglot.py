@@ -3,7 +3,7 @@ their plain names, on a virtual host of their own, with the example workers runn
 real processes. The JS and Perl suites get its coordinates through the environment:
 
     GATEWAY_URL          http://127.0.0.1:PORT  (the gateway)
-    GATEWAY_BROKER_URL   amqp://.../VHOST       (for workers, e.g. the Perl one)
+    GATEWAY_BROKER_URL   amqp://.../VHOST       (for workers, e.g. the Perl and JS ones)
     GATEWAY_SCHEMAS      the repository's schemas/ folder (contracts and vectors)
     GATEWAY_PAGE_ORIGIN  http://127.0.0.1:PORT  (an origin the gateway allows by CORS,
                                                  for a browser test to serve its page on)
@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import shutil
 import sys
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -31,6 +32,7 @@ from tests.support import ROOT, RabbitNode, RunningGateway, free_port, serve_gat
 
 PYTHON_WORKERS = ["math_add.py", "report_generate.py", "echo.py"]
 PERL_WORKER = ROOT / "examples" / "perl" / "text_upper.pl"
+JS_WORKER = ROOT / "examples" / "workers" / "text_stats.mjs"
 LOGS = ROOT / "var" / "test-logs"
 
 
@@ -102,7 +104,9 @@ async def polyglot_gateway(rabbit: RabbitNode, tmp: Path) -> AsyncIterator[Polyg
         cors_origins=(page_origin,),
         sse_ping_seconds=1.0,
     )
-    ops = {name: name for name in ("math.add", "report.generate", "echo", "text.upper")}
+    ops = {
+        name: name for name in ("math.add", "report.generate", "echo", "text.upper", "text.stats")
+    }
     async with AsyncExitStack() as stack:
         gateway = await stack.enter_async_context(serve_gateway(settings, ops))
         auth_token = secrets.token_urlsafe(16)
@@ -137,6 +141,8 @@ async def polyglot_gateway(rabbit: RabbitNode, tmp: Path) -> AsyncIterator[Polyg
             )
         if PERL_WORKER.exists():
             processes.append(await start_worker(["perl", str(PERL_WORKER)], polyglot.env()))
+        if shutil.which("node"):
+            processes.append(await start_worker(["node", str(JS_WORKER)], polyglot.env()))
         try:
             yield polyglot
         finally:

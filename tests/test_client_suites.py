@@ -35,7 +35,9 @@ async def test_example_workers_serve_the_example_operations(polyglot: Polyglot) 
             "/v1/ops/report.generate?wait=30",
             json={"title": "T", "sections": 2, "seconds_per_section": 0},
         )
+        stats = await http.post("/v1/ops/text.stats?wait=10", json={"text": "a b\nc"})
     assert add.json()["result"] == {"sum": 3}
+    assert stats.json()["result"] == {"characters": 5, "words": 3, "lines": 2}, stats.text
     assert echo.json()["result"] == {"x": [1]}
     assert report.json()["result"]["sections"] == ["T: section 1 of 2", "T: section 2 of 2"]
 

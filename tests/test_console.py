@@ -29,7 +29,7 @@ from gateway.config import AuthSettings, Settings
 from gateway.console import STATIC
 from tests.browser import AXE, Chromium, Page, browser_missing, running_chromium
 from tests.nginx_support import nginx_binary, run_nginx
-from tests.polyglot import PERL_WORKER, PYTHON_WORKERS, start_worker
+from tests.polyglot import JS_WORKER, PERL_WORKER, PYTHON_WORKERS, start_worker
 from tests.support import ROOT, RabbitNode, RunningGateway, free_port, serve_gateway
 
 pytestmark = pytest.mark.timeout(300)
@@ -292,6 +292,7 @@ async def site(
             *([sys.executable, str(ROOT / "examples/workers" / s)] for s in PYTHON_WORKERS),
             [sys.executable, str(TEST_WORKER)],
             *([["perl", str(PERL_WORKER)]] if shutil.which("perl") else []),
+            ["node", str(JS_WORKER)],
         ]
         workers = [await start_worker(command, env) for command in commands]
         try:
