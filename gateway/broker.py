@@ -162,6 +162,18 @@ async def declare_operation_queue(connection: AbstractConnection, contract: Cont
     )
 
 
+def cancel_notice(job_id: str, op: str, user: str | None) -> aio_pika.Message:
+    """The notice to workers that a job was cancelled (docs/workers.md, "Cancellation"),
+    published to the cancel exchange by `user`, the gateway's broker user."""
+    return aio_pika.Message(
+        orjson.dumps({"job_id": job_id, "op": op}),
+        content_type="application/json",
+        correlation_id=job_id,
+        type=CANCEL_TYPE,
+        user_id=user,
+    )
+
+
 async def declare_cancel_exchange(channel: AbstractChannel) -> AbstractExchange:
     """The fanout of cancel notices to workers."""
     return await channel.declare_exchange(
@@ -620,13 +632,5 @@ class Broker:
             )
         async with asyncio.timeout(self.publish_timeout):
             await exchange.publish(
-                aio_pika.Message(
-                    orjson.dumps({"job_id": job_id, "op": op}),
-                    content_type="application/json",
-                    correlation_id=job_id,
-                    type=CANCEL_TYPE,
-                    user_id=self.user,
-                ),
-                routing_key="",
-                mandatory=False,
+                cancel_notice(job_id, op, self.user), routing_key="", mandatory=False
             )

@@ -149,6 +149,53 @@ class RabbitNode:
         self.ctl("-q", "set_disk_free_limit", "100000GB" if on else "50MB")
 
 
+class WorkerProcess:
+    """A worker in another language, running (its stdout and stderr merged): its output
+    lines, and a way to await one."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+        self.lines: list[str] = []
+        self._changed = asyncio.Condition()
+        self._reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        assert self.process.stdout is not None
+        while line := await self.process.stdout.readline():
+            async with self._changed:
+                self.lines.append(line.decode(errors="replace").rstrip("\n"))
+                self._changed.notify_all()
+
+    async def line(
+        self, prefix: str, *, containing: str = "", nth: int = 1, limit: float = 30
+    ) -> str:
+        """The `nth` output line starting with `prefix` (and containing `containing`), once
+        the worker has printed it."""
+
+        def found() -> str | None:
+            matching = [ln for ln in self.lines if ln.startswith(prefix) and containing in ln]
+            return matching[nth - 1] if len(matching) >= nth else None
+
+        async with asyncio.timeout(limit), self._changed:
+            await self._changed.wait_for(lambda: found() is not None or self._reader.done())
+        line = found()
+        assert line is not None, f"no line {prefix!r} from the worker: {self.lines}"
+        return line
+
+    async def stop(self, sig: int = signal.SIGTERM) -> int:
+        """Signal the worker (unless it ended) and wait for it to end; its exit code."""
+        if self.process.returncode is None:
+            self.process.send_signal(sig)
+        return await self.exited()
+
+    async def exited(self, limit: float = 30) -> int:
+        """The worker's exit code, once it has ended by itself."""
+        async with asyncio.timeout(limit):
+            code = await self.process.wait()
+            await self._reader
+        return code
+
+
 def _stopped(task: Path) -> bool:
     """Whether a thread (/proc/PID/task/TID) is stopped by a signal (state T)."""
     try:

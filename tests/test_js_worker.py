@@ -30,6 +30,7 @@ from tests.support import (
     RabbitNode,
     RunningGateway,
     TcpProxy,
+    WorkerProcess,
     make_settings,
     serve_gateway,
 )
@@ -64,58 +65,12 @@ STRICT = contract(
 )
 
 
-class NodeWorker:
-    """A running tests/node/worker.mjs: its output lines, and a way to await one."""
-
-    def __init__(self, process: asyncio.subprocess.Process) -> None:
-        self.process = process
-        self.lines: list[str] = []
-        self._changed = asyncio.Condition()
-        self._reader = asyncio.create_task(self._read())
-
-    async def _read(self) -> None:
-        assert self.process.stdout is not None
-        while line := await self.process.stdout.readline():
-            async with self._changed:
-                self.lines.append(line.decode(errors="replace").rstrip("\n"))
-                self._changed.notify_all()
-
-    async def line(
-        self, prefix: str, *, containing: str = "", nth: int = 1, limit: float = 30
-    ) -> str:
-        """The `nth` output line starting with `prefix` (and containing `containing`), once
-        the worker has printed it."""
-
-        def found() -> str | None:
-            matching = [ln for ln in self.lines if ln.startswith(prefix) and containing in ln]
-            return matching[nth - 1] if len(matching) >= nth else None
-
-        async with asyncio.timeout(limit), self._changed:
-            await self._changed.wait_for(lambda: found() is not None or self._reader.done())
-        line = found()
-        assert line is not None, f"no line {prefix!r} from the JS worker: {self.lines}"
-        return line
-
-    async def stop(self, sig: int = signal.SIGTERM) -> int:
-        """Signal the worker (unless it ended) and wait for it to end; its exit code."""
-        if self.process.returncode is None:
-            self.process.send_signal(sig)
-        return await self.exited()
-
-    async def exited(self, limit: float = 30) -> int:
-        """The worker's exit code, once it has ended by itself."""
-        async with asyncio.timeout(limit):
-            code = await self.process.wait()
-            await self._reader
-        return code
-
-
 @dataclass
 class Served:
     gw: RunningGateway
     rabbit: RabbitNode
-    start_worker: Callable[..., Awaitable[NodeWorker]]
-    worker: NodeWorker
+    start_worker: Callable[..., Awaitable[WorkerProcess]]
+    worker: WorkerProcess
 
     def op(self, role: str) -> str:
         return self.gw.op(role)
@@ -138,9 +93,9 @@ async def js(rabbit: RabbitNode, tmp_path: Path) -> AsyncIterator[Served]:
     )
     roles = [f"{role}={ops[role]}" for role in ("wait", "slow", "echo", "strict")]
     roles.append(f"contract={settings.contracts_dir / (ops['strict'] + '.json')}")
-    workers: list[NodeWorker] = []
+    workers: list[WorkerProcess] = []
 
-    async def start_worker(broker_url: str = rabbit.url) -> NodeWorker:
+    async def start_worker(broker_url: str = rabbit.url) -> WorkerProcess:
         process = await asyncio.create_subprocess_exec(
             "node",
             str(WORKER),
@@ -149,7 +104,7 @@ async def js(rabbit: RabbitNode, tmp_path: Path) -> AsyncIterator[Served]:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
         )
-        worker = NodeWorker(process)
+        worker = WorkerProcess(process)
         workers.append(worker)
         await worker.line("log info serving")
         return worker

@@ -19,7 +19,14 @@ import orjson
 import pytest
 
 from gateway.trace_context import TraceContext
-from tests.support import ROOT, RabbitNode, RunningGateway, make_settings, serve_gateway
+from tests.support import (
+    ROOT,
+    RabbitNode,
+    RunningGateway,
+    WorkerProcess,
+    make_settings,
+    serve_gateway,
+)
 
 WORKER = ROOT / "tests" / "perl" / "worker.pl"
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
@@ -35,41 +42,7 @@ def contract(**settings: object) -> dict[str, object]:
     }
 
 
-class PerlWorker:
-    """A running tests/perl/worker.pl: its output lines, and a way to await one."""
-
-    def __init__(self, process: asyncio.subprocess.Process) -> None:
-        self.process = process
-        self.lines: list[str] = []
-        self._changed = asyncio.Condition()
-        self._reader = asyncio.create_task(self._read())
-
-    async def _read(self) -> None:
-        assert self.process.stdout is not None
-        while line := await self.process.stdout.readline():
-            async with self._changed:
-                self.lines.append(line.decode(errors="replace").rstrip("\n"))
-                self._changed.notify_all()
-
-    async def line(self, prefix: str, limit: float = 30) -> str:
-        """The first output line starting with `prefix`, once the worker has printed it."""
-
-        def found() -> str | None:
-            return next((line for line in self.lines if line.startswith(prefix)), None)
-
-        async with asyncio.timeout(limit), self._changed:
-            await self._changed.wait_for(lambda: found() is not None or self._reader.done())
-        line = found()
-        assert line is not None, f"no line {prefix!r} from the Perl worker: {self.lines}"
-        return line
-
-    async def stop(self) -> None:
-        self.process.terminate()
-        await self.process.wait()
-        await self._reader
-
-
-Served = tuple[RunningGateway, PerlWorker]
+Served = tuple[RunningGateway, WorkerProcess]
 
 
 @pytest.fixture
@@ -97,7 +70,7 @@ async def perl(rabbit: RabbitNode, tmp_path: Path) -> AsyncIterator[Served]:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
         )
-        worker = PerlWorker(process)
+        worker = WorkerProcess(process)
         try:
             await worker.line("serving")
             yield gw, worker

@@ -17,9 +17,9 @@ import asyncio
 import contextlib
 import secrets
 import time
+from dataclasses import replace
 
 import aio_pika
-import orjson
 from aio_pika.abc import (
     AbstractChannel,
     AbstractConnection,
@@ -30,6 +30,7 @@ from aio_pika.abc import (
 from aio_pika.exceptions import AMQPError, ChannelClosed
 
 from gateway.broker import (
+    cancel_notice,
     declare_cancel_exchange,
     declare_dead_letters,
     declare_operation_queue,
@@ -39,10 +40,10 @@ from gateway.conform.plan import Plan
 from gateway.conform.records import Record
 from gateway.conform.where import display_url
 from gateway.link import TopologyRefused
+from gateway.trace_context import TraceContext
 from gateway.trust import broker_user
 from gateway.types import JSONObject
 from gateway.wire import (
-    CANCEL_TYPE,
     DEAD_LETTER_EXCHANGE,
     HEADER_ATTEMPT,
     HEADER_DEADLINE,
@@ -162,8 +163,7 @@ class GatewayDouble:
         headers: JSONObject = {
             HEADER_ATTEMPT: attempt,
             HEADER_LEASE_SECONDS: _wire_number(lease_seconds or settings.lease_seconds),
-            "traceparent": f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01",
-            "tracestate": f"conform={purpose}",
+            **replace(TraceContext.start(sampled=True), state=f"conform={purpose}").headers(),
         }
         expiration: float | None = None
         if deadline_ms is not None:
@@ -221,15 +221,7 @@ class GatewayDouble:
         assert self._cancel_exchange is not None
         sent = time.monotonic()
         await self._cancel_exchange.publish(
-            aio_pika.Message(
-                orjson.dumps({"job_id": job_id, "op": self.plan.op}),
-                content_type="application/json",
-                correlation_id=job_id,
-                type=CANCEL_TYPE,
-                user_id=self.user,
-            ),
-            routing_key="",
-            mandatory=False,
+            cancel_notice(job_id, self.plan.op, self.user), routing_key="", mandatory=False
         )
         return sent
 
