@@ -188,7 +188,11 @@ def test_js_package_ships_exactly_what_users_need() -> None:
     (package,) = orjson.loads(packed.stdout)
     files = {entry["path"] for entry in package["files"]}
     sources = {str(p.relative_to(JS)) for p in (JS / "src").rglob("*") if p.is_file()}
-    assert files == {"package.json", "README.md", "index.d.ts", *sources}
+    assert files == {"package.json", "README.md", "index.d.ts", "worker.d.ts", *sources}
     manifest = orjson.loads((JS / "package.json").read_bytes())
-    entry_points = {manifest["main"], manifest["types"], *manifest["exports"]["."].values()}
+    entry_points = {
+        manifest["main"],
+        manifest["types"],
+        *(path for export in manifest["exports"].values() for path in export.values()),
+    }
     assert {p.removeprefix("./") for p in entry_points} <= files

@@ -284,6 +284,8 @@ async def test_sigterm_drains_the_requests_in_flight(rabbit, tmp_path, run_worke
 
             probe = (await connection_per_process(stack, gateway.url, ops["quick"], 2))["0"]
             for _ in range(200):  # until slot 0 holds the forwarded poll
+                if forwarded.done():  # it should be held, not answered: say how it ended
+                    raise AssertionError(f"the forwarded long-poll ended: {forwarded.result()}")
                 exposition = (await probe.get("/metrics")).text
                 if metric(exposition, "gateway_waiters") == 1:
                     break
