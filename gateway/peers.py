@@ -29,6 +29,7 @@ from aio_pika.abc import (
 
 from gateway.hub import Hub
 from gateway.jobs import Event, Job
+from gateway.link import LINK_ERRORS
 from gateway.wire import NOTICES_EXCHANGE
 
 log = logging.getLogger("gateway.peers")
@@ -97,6 +98,15 @@ class PeerNotices:
                     routing_key="",
                     mandatory=False,  # no other instance (yet) is no error
                 )
+        except LINK_ERRORS as exc:
+            # The link is down or closing (a reconnect, a shutdown): said by the link
+            # itself, no traceback. The event is stored: an instance that missed the notice
+            # finds it at its next read.
+            log.warning(
+                "notice for job %s not sent to other instances (%s)",
+                job.id,
+                exc or type(exc).__name__,
+            )
         except Exception:
             log.warning("notice for job %s not sent to other instances", job.id, exc_info=True)
 
