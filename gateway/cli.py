@@ -13,6 +13,7 @@ from gateway import __version__
 from gateway.config import DEFAULT_BROKER_URL, DEFAULT_STORE_URL, AuthSettings, Settings
 from gateway.conform.command import conform
 from gateway.errors import ContractError
+from gateway.options import contracts_option
 from gateway.trust import WorkerUsers
 
 # Only the base install's modules are imported at the top: `gateway call` must work in a
@@ -78,15 +79,7 @@ def _static(item: str) -> tuple[str, Path]:
     show_envvar=True,
     help="RabbitMQ URL (amqp://user:pass@host:port/vhost).",
 )
-@click.option(
-    "--contracts",
-    "contracts_dir",
-    envvar="GATEWAY_CONTRACTS",
-    default="schemas/ops",
-    type=click.Path(file_okay=False, path_type=Path),
-    show_envvar=True,
-    help="Folder of <op>.json contract files.",
-)
+@contracts_option()
 @click.option(
     "--topics",
     "topics_dir",

@@ -28,6 +28,7 @@ import logging
 import os
 import time
 from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 from gateway.jobs import Event, Job
@@ -114,17 +115,37 @@ class Telemetry:
 
     # -- the request: live spans -------------------------------------------------------
 
-    @contextlib.contextmanager
-    def serving(self, route: str, client: TraceContext | None) -> Iterator[TraceContext | None]:
-        """Around an HTTP request that submits: its span, a child of the client's. Yields
+    # Both context managers are on every submit's path: when off, a nullcontext (no
+    # generator, no OpenTelemetry import) is all they cost.
+
+    def serving(
+        self, route: str, client: TraceContext | None
+    ) -> AbstractContextManager[TraceContext | None]:
+        """Around an HTTP request that submits: its span, a child of the client's. Gives
         the trace the work inside continues: the client's as it came, when off."""
         if self._tracer is None:
-            yield client
-            return
+            return contextlib.nullcontext(client)
+        return self._serving(self._tracer, route, client)
+
+    def publishing(
+        self, op: str, parent: TraceContext | None
+    ) -> AbstractContextManager[tuple[TraceContext, Span | None]]:
+        """Around storing a job and publishing its request, inside `serving`: gives the
+        trace the request message carries (`parent` unchanged when off; a new trace if
+        there is none) and the publish span, to name the job on (None when off)."""
+        if self._tracer is None:
+            return contextlib.nullcontext((parent or TraceContext.start(), None))
+        return self._publishing(self._tracer, op, parent)
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _serving(
+        tracer: Tracer, route: str, client: TraceContext | None
+    ) -> Iterator[TraceContext | None]:
         from opentelemetry.trace import SpanKind
 
         method, _, path = route.partition(" ")
-        with self._tracer.start_as_current_span(
+        with tracer.start_as_current_span(
             route,
             context=otel_context(client),
             kind=SpanKind.SERVER,
@@ -132,21 +153,15 @@ class Telemetry:
         ) as span:
             yield TraceContext.of_span(span, client.state if client is not None else None)
 
+    @staticmethod
     @contextlib.contextmanager
-    def publishing(
-        self, op: str, parent: TraceContext | None
+    def _publishing(
+        tracer: Tracer, op: str, parent: TraceContext | None
     ) -> Iterator[tuple[TraceContext, Span | None]]:
-        """Around storing a job and publishing its request, inside `serving`: yields the
-        trace the request message carries (`parent` unchanged when off; a new trace if
-        there is none) and
-        the publish span, to name the job on (None when off)."""
-        if self._tracer is None:
-            yield parent or TraceContext.start(), None
-            return
         from opentelemetry.trace import SpanKind
 
         # A child of the current span (the request's, from `serving`).
-        with self._tracer.start_as_current_span(
+        with tracer.start_as_current_span(
             f"publish {op}",
             kind=SpanKind.PRODUCER,
             attributes={

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import click
 
+from gateway.options import contracts_option
+
 __all__ = ["EXIT_FAILED", "EXIT_PASSED", "EXIT_SETUP", "conform"]
 
 EXIT_PASSED = 0
@@ -35,15 +37,7 @@ MISSING_MODULE = (
     "long (the long-job pattern: started, ack, heartbeats, cancels, deadlines; includes "
     "the quick cases).",
 )
-@click.option(
-    "--contracts",
-    "contracts_dir",
-    envvar="GATEWAY_CONTRACTS",
-    default="schemas/ops",
-    type=click.Path(file_okay=False, path_type=Path),
-    show_envvar=True,
-    help="Folder of <op>.json contract files (as gateway serve's).",
-)
+@contracts_option("Folder of <op>.json contract files (as gateway serve's).")
 @click.option(
     "--vectors",
     type=click.Path(dir_okay=False, path_type=Path),
